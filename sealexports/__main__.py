@@ -1,0 +1,3 @@
+from sealexports.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""Settings: defaults that need no file, a TOML file, and `SEALEXPORTS_<KEY>` overrides.
+
+Settings are built once at the edge (CLI) and passed in; nothing reads a cached global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealexports.errors import ConfigError
+
+PLAN_NAMES = ("free", "pro", "enterprise")
+ENV_PREFIX = "SEALEXPORTS_"
+
+
+@dataclass(frozen=True)
+class Plan:
+    concurrent_exports: int
+    max_rows: int  # 0 = unlimited
+    requests_per_minute: int
+
+
+DEFAULT_PLANS = {
+    "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240),
+    "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480),
+    "enterprise": Plan(concurrent_exports=10, max_rows=0, requests_per_minute=10_000),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: Path = Path("sealexports.db")
+    exports_dir: Path = Path("exports")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    sync_row_limit: int = 10_000
+    download_ttl_seconds: int = 86_400
+    workers: int = 2
+    secret_key: str = ""  # empty: generated on first run and kept in the database
+    plans: Mapping[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+
+    @property
+    def queue_path(self) -> Path:
+        """huey's queue lives in a sibling file, away from the analytics database's locks."""
+        return self.database.with_name(self.database.name + ".queue")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# Top-level keys and how to read them from TOML values or environment strings.
+_MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 1}
+_PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1}
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file (argument or `SEALEXPORTS_CONFIG`), then env overrides."""
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    for key in _scalar_keys():
+        raw = environ.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            data[key] = _from_env(key, raw)
+    return settings_from_mapping(data)
+
+
+def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
+    """Validate a parsed mapping; every error names its key."""
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "plans":
+            values["plans"] = _plans(value)
+        elif key not in _scalar_keys():
+            raise ConfigError(f"unknown config key {key!r}")
+        else:
+            values[key] = _checked(key, value, type(getattr(defaults, key)))
+    return dataclasses.replace(defaults, **values)
+
+
+def _scalar_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if f.name != "plans"]
+
+
+def _checked(key: str, value: Any, kind: type) -> Any:
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        if value < _MIN.get(key, 0):
+            raise ConfigError(f"config key {key!r} must be at least {_MIN.get(key, 0)}, got {value}")
+        if key == "port" and value > 65535:
+            raise ConfigError(f"config key 'port' must be at most 65535, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+    if issubclass(kind, Path):
+        if not value:
+            raise ConfigError(f"config key {key!r} must not be empty")
+        return Path(value)
+    if key == "public_url":
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"config key 'public_url' must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+    return value
+
+
+def _from_env(key: str, raw: str) -> Any:
+    if type(getattr(Settings(), key)) is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"environment variable {ENV_PREFIX}{key.upper()} must be an integer, got {raw!r}"
+            ) from None
+    return raw
+
+
+def _plans(value: Any) -> dict[str, Plan]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("config key 'plans' must be a table")
+    plans = dict(DEFAULT_PLANS)
+    for name, limits in value.items():
+        if name not in PLAN_NAMES:
+            raise ConfigError(f"unknown plan 'plans.{name}' (expected one of {', '.join(PLAN_NAMES)})")
+        if not isinstance(limits, Mapping):
+            raise ConfigError(f"config key 'plans.{name}' must be a table")
+        fields = dataclasses.asdict(plans[name])
+        for k, v in limits.items():
+            key = f"plans.{name}.{k}"
+            if k not in fields:
+                raise ConfigError(f"unknown config key {key!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < _PLAN_MIN[k]:
+                raise ConfigError(f"config key {key!r} must be an integer >= {_PLAN_MIN[k]}, got {v!r}")
+            fields[k] = v
+        plans[name] = Plan(**fields)
+    return plans

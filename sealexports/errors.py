@@ -1,0 +1,70 @@
+"""Domain errors. They know nothing of HTTP: `api/errors.py` maps each class to a status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SealExportsError(Exception):
+    """Base class. `code` is a stable machine-readable name; `detail` holds structured context."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class ConfigError(SealExportsError):
+    code = "invalid_config"
+
+
+class InvalidRequest(SealExportsError):
+    """Bad input: an unknown type or filter, a bad date, a malformed expression."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, detail=[{"field": field, "message": message}] if field else None)
+        self.field = field
+
+
+class NotFound(SealExportsError):
+    code = "not_found"
+
+
+class Unauthorized(SealExportsError):
+    code = "unauthorized"
+
+
+class Forbidden(SealExportsError):
+    code = "forbidden"
+
+
+class Expired(SealExportsError):
+    code = "expired"
+
+
+class TooLarge(SealExportsError):
+    code = "too_large"
+
+
+class LimitReached(SealExportsError):
+    """A plan's concurrency limit is reached; retry after `retry_after` seconds."""
+
+    code = "limit_reached"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Conflict(SealExportsError):
+    code = "conflict"
+
+
+class Cancelled(SealExportsError):
+    """An export was cancelled while it was being written."""
+
+    code = "cancelled"

@@ -1,0 +1,174 @@
+"""Run an export: its rows, its bytes, its file (atomically), and its estimate.
+
+The CLI, the HTTP handlers and the background tasks all call these, so the same request
+always gives the same bytes whichever way it is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sealexports.errors import Cancelled
+from sealexports.exports.countries import country_name
+from sealexports.exports.queries import estimate_query, export_query
+from sealexports.exports.request import ExportRequest
+from sealexports.exports.writers import WRITERS
+
+FETCH_ROWS = 2000
+ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
+
+
+@dataclass(frozen=True)
+class Estimate:
+    estimated_rows: int
+    estimated_size_bytes: int
+    estimated_size_human: str
+    recommended_format: str
+    will_use_background_job: bool
+    estimated_duration_seconds: int
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: Path
+    rows: int
+    size_bytes: int
+    sha256: str
+
+
+def rows(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Sequence[Any]]:
+    """The export's rows, in order, as the writers take them."""
+    sql, params = export_query(req)
+    cursor = conn.execute(sql, params)
+    kind = req.type.kind
+    if kind in ("events", "pages"):
+        while batch := cursor.fetchmany(FETCH_ROWS):
+            yield from batch
+        return
+    if kind == "dimension":
+        key_columns = 2 if req.type.name == "landing_pages" else 1
+        for row in cursor:
+            yield _finish_metrics(req, row, key_columns)
+        return
+    # time_series: every day of the range, zero-filled.
+    by_day = iter(cursor)
+    pending = next(by_day, None)
+    for i in range(req.days):
+        day = (req.date_from + timedelta(days=i)).isoformat()
+        if pending is not None and pending[0] == day:
+            yield _finish_metrics(req, pending, 1)
+            pending = next(by_day, None)
+        else:
+            yield (day, 0, 0, 0.0, 0, 0, 0, 0.0, 0.0)
+
+
+def _finish_metrics(req: ExportRequest, row: Sequence[Any], key_columns: int) -> Sequence[Any]:
+    """(key, [extra,] e, g, pv, mc, c, rev_cents) -> the M columns with their derived rates."""
+    if req.type.name == "countries":
+        key: tuple[Any, ...] = (row[0], country_name(row[0]))
+        e, g, pv, mc, c, rev = row[1:]
+    else:
+        key = tuple(row[:key_columns])
+        e, g, pv, mc, c, rev = row[key_columns:]
+    bounce = round((e - g) * 100 / e, 2) if e else 0.0
+    rate = round(min(c * 100 / e, 100.0), 2) if e else 0.0
+    return (*key, e, g, bounce, pv, mc, c, rate, (rev or 0) / 100)
+
+
+def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:
+    """The export file's bytes, a chunk at a time."""
+    return WRITERS[req.format](req.type.columns, rows(conn, req))
+
+
+def write_file(
+    conn: sqlite3.Connection,
+    req: ExportRequest,
+    dest: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> FileInfo:
+    """Write the export to `dest` atomically: a temporary file, fsync, then rename.
+
+    `progress` gets the bytes written so far after each chunk; `cancelled` is asked before each
+    chunk and raises Cancelled. On any error the temporary file is removed.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    size = 0
+    counter = _Counter(rows(conn, req))
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            for chunk in WRITERS[req.format](req.type.columns, counter):
+                if cancelled and cancelled():
+                    raise Cancelled("the export was cancelled")
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(counter.n)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return FileInfo(dest, counter.n, size, digest.hexdigest())
+
+
+class _Counter:
+    """Counts rows as they pass to the writer."""
+
+    def __init__(self, it: Iterator[Sequence[Any]]) -> None:
+        self.it = it
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        for row in self.it:
+            self.n += 1
+            yield row
+
+
+def count_estimate(conn: sqlite3.Connection, req: ExportRequest) -> int:
+    if req.type.kind == "time_series":
+        return req.days
+    sql, params = estimate_query(req)
+    return int(conn.execute(sql, params).fetchone()[0] or 0)
+
+
+def estimate(conn: sqlite3.Connection, req: ExportRequest, sync_row_limit: int) -> Estimate:
+    n = count_estimate(conn, req)
+    per_row = req.type.csv_row_bytes if req.format == "csv" else req.type.json_row_bytes
+    size = n * per_row + len(",".join(req.type.header)) + 2
+    return Estimate(
+        estimated_rows=n,
+        estimated_size_bytes=size,
+        estimated_size_human=human_size(size),
+        recommended_format="csv",
+        will_use_background_job=n >= sync_row_limit,
+        estimated_duration_seconds=max(1, math.ceil(n / ROWS_PER_SECOND)),
+    )
+
+
+def human_size(n: int) -> str:
+    """850 B, 44.2 KB, 8.1 MB (powers of 1024, one decimal)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1024
+        if value < 1024 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"

@@ -1,0 +1,93 @@
+"""SQL for each kind of export, and for its row-count estimate. Values are bound parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sealexports.exports.filters import where_clause
+from sealexports.exports.request import ExportRequest
+
+Query = tuple[str, list[object]]
+
+# What each table contributes, as (entrances, engaged, page_views, micro, conversions, revenue).
+_METRICS = {
+    "visits": "COUNT(*) AS e, SUM(page_views >= 2) AS g, 0 AS pv, 0 AS mc, 0 AS c, 0 AS rev",
+    "pageviews": "0, 0, COUNT(*), 0, 0, 0",
+    "microconversions": "0, 0, 0, COUNT(*), 0, 0",
+    "conversions": "0, 0, 0, 0, COUNT(*), SUM(amount_cents)",
+}
+_ALL = ("visits", "pageviews", "microconversions", "conversions")
+# pages: entrances are visits that landed on the path; no microconversions column.
+_PAGE_KEYS = {"visits": "landing_page", "pageviews": "path", "conversions": "path"}
+
+
+def _range(req: ExportRequest, table: str) -> Query:
+    cond, params = where_clause(req.conditions, table)
+    return (
+        f"site_id = ? AND day BETWEEN ? AND ?{cond}",
+        [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
+    )
+
+
+def _aggregate(req: ExportRequest, keys: Mapping[str, str]) -> Query:
+    parts, params = [], []
+    for table, key in keys.items():
+        where, p = _range(req, table)
+        parts.append(f"SELECT {key} AS k, {_METRICS[table]} FROM {table} WHERE {where} GROUP BY 1")
+        params += p
+    union = " UNION ALL ".join(parts)
+    return (
+        "SELECT k, SUM(e) AS e, SUM(g) AS g, SUM(pv) AS pv, SUM(mc) AS mc, SUM(c) AS c, "
+        f"SUM(rev) AS rev FROM ({union}) GROUP BY k",
+        params,
+    )
+
+
+def export_query(req: ExportRequest) -> Query:
+    """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents)."""
+    t = req.type
+    if t.kind == "events":
+        where, params = _range(req, t.key)
+        columns = ", ".join(
+            "day" if c.name == "date"
+            else "ts" if c.name == "timestamp"
+            else "amount_cents / 100.0" if c.name == "amount"
+            else c.name
+            for c in t.columns
+        )  # fmt: skip
+        # (day, ts) is ts order (the local day only grows with time) and it is the index's order.
+        return f"SELECT {columns} FROM {t.key} WHERE {where} ORDER BY day, ts, id", params
+    if t.kind == "time_series":
+        sql, params = _aggregate(req, dict.fromkeys(_ALL, "day"))
+        return sql + " ORDER BY k", params
+    if t.kind == "pages":
+        sql, params = _aggregate(req, _PAGE_KEYS)
+        return (
+            f"SELECT a.k, p.content_grouping, a.pv, a.e, a.c FROM ({sql}) a "
+            "LEFT JOIN pages p ON p.site_id = ? AND p.path = a.k ORDER BY a.pv DESC, a.k",
+            [*params, req.site_id],
+        )
+    sql, params = _aggregate(req, dict.fromkeys(_ALL, t.key))
+    if t.name == "landing_pages":
+        return (
+            f"SELECT a.k, p.content_grouping, a.e, a.g, a.pv, a.mc, a.c, a.rev FROM ({sql}) a "
+            "LEFT JOIN pages p ON p.site_id = ? AND p.path = a.k ORDER BY a.e DESC, a.k",
+            [*params, req.site_id],
+        )
+    return sql + " ORDER BY e DESC, k", params
+
+
+def estimate_query(req: ExportRequest) -> Query:
+    """A cheap count of the rows the export will have (exact for events)."""
+    t = req.type
+    if t.kind == "events":
+        where, params = _range(req, t.key)
+        return f"SELECT COUNT(*) FROM {t.key} WHERE {where}", params
+    table = "pageviews" if t.kind == "pages" else "visits"
+    key = "path" if t.kind == "pages" else t.key
+    where, params = _range(req, table)
+    # COUNT(DISTINCT) skips NULL, yet missing values make a row of their own.
+    return (
+        f"SELECT COUNT(DISTINCT {key}) + COALESCE(MAX({key} IS NULL), 0) FROM {table} WHERE {where}",
+        params,
+    )

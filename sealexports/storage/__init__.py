@@ -1,0 +1,1 @@
+"""SQLite storage: connections, schema, and the queries on accounts, sites, keys, events and jobs."""

@@ -1,0 +1,72 @@
+"""Connections with the pragmas every caller needs, transactions, and migration on open."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import sqlite_utils
+
+from sealexports.storage.schema import migrations
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
+    """Open the database in autocommit mode with WAL and a busy timeout; migrate it by default.
+
+    Connections may be used from another thread than the one that made them (Litestar runs
+    sync handlers and stream iterators on worker threads), never from two at once.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("regexp", 2, _regexp, deterministic=True)
+    if migrate:
+        migrations.apply(sqlite_utils.Database(conn))
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE: take the write lock up front so the busy timeout applies, not SQLITE_BUSY."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def secret_key(conn: sqlite3.Connection) -> str:
+    """The signing secret, generated on first use and kept in the database."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
+            [secrets.token_urlsafe(32)],
+        )
+    row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    return str(row[0])
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str, value: str | None) -> bool:
+    """SQLite `regexp(pattern, value)`: Python `re.search`; a missing value never matches."""
+    return value is not None and _compiled(pattern).search(value) is not None

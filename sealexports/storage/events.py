@@ -1,0 +1,198 @@
+"""Writing analytics data: visits with their page views, conversions and microconversions.
+
+Demo data and imported data both go through `insert_visits`, so they land in the same shape.
+Each event gets the local day of the site's time zone, and a copy of its visit's dimensions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from zoneinfo import ZoneInfo
+
+from sealexports.storage.accounts import Site
+
+VISIT_DIMENSIONS = (
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "country",
+    "device_type",
+    "browser",
+    "os",
+)
+
+
+@dataclass(slots=True)
+class PageView:
+    ts: datetime  # aware
+    path: str
+    content_grouping: str | None = None
+
+
+@dataclass(slots=True)
+class Conversion:
+    ts: datetime
+    conversion_type: str
+    path: str
+    content_grouping: str | None = None
+    amount_cents: int = 0
+    properties: str | None = None  # JSON text
+
+
+@dataclass(slots=True)
+class Visit:
+    """A visit; its first page view is the landing page."""
+
+    pages: list[PageView]
+    referrer: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    country: str | None = None
+    device_type: str | None = None
+    browser: str | None = None
+    os: str | None = None
+    conversions: list[Conversion] = field(default_factory=list)
+    microconversions: list[Conversion] = field(default_factory=list)
+
+
+@dataclass
+class InsertCounts:
+    visits: int = 0
+    pageviews: int = 0
+    conversions: int = 0
+    microconversions: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.visits + self.pageviews + self.conversions + self.microconversions
+
+
+_DIMS = ", ".join(VISIT_DIMENSIONS)
+_DIM_MARKS = ", ".join("?" * len(VISIT_DIMENSIONS))
+_INSERT_VISIT = (
+    "INSERT INTO visits (id, site_id, day, started_at, landing_page, content_grouping, page_views, "
+    f"{_DIMS}) VALUES (?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
+)
+_INSERT_PAGEVIEW = (
+    "INSERT INTO pageviews (site_id, day, ts, visit_id, path, content_grouping, is_entrance, "
+    f"landing_page, {_DIMS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
+)
+_INSERT_CONVERSION = (
+    "INSERT INTO conversions (site_id, day, ts, visit_id, conversion_type, amount_cents, path, "
+    f"content_grouping, properties, landing_page, {_DIMS}) "
+    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
+)
+_INSERT_MICRO = (
+    "INSERT INTO microconversions (site_id, day, ts, visit_id, conversion_type, path, "
+    f"content_grouping, properties, landing_page, {_DIMS}) "
+    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
+)
+_UPSERT_PAGE = (
+    "INSERT INTO pages (site_id, path, content_grouping, first_day, last_day) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (site_id, path) DO UPDATE SET content_grouping = excluded.content_grouping, "
+    "first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day)"
+)
+
+
+def insert_visits(
+    conn: sqlite3.Connection,
+    site: Site,
+    visits: Iterable[Visit],
+    *,
+    batch_size: int = 2000,
+    progress: Callable[[InsertCounts], None] | None = None,
+) -> InsertCounts:
+    """Insert visits and their events in batches. The caller owns the transaction."""
+    tz = ZoneInfo(site.timezone)
+    counts = InsertCounts()
+    next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
+    it = iter(visits)
+    while batch := list(islice(it, batch_size)):
+        rows_v: list[tuple[object, ...]] = []
+        rows_p: list[tuple[object, ...]] = []
+        rows_c: list[tuple[object, ...]] = []
+        rows_m: list[tuple[object, ...]] = []
+        pages: dict[str, list[str | None]] = {}
+        for visit in batch:
+            if not visit.pages:
+                raise ValueError("a visit needs at least one page view")
+            dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
+            landing = visit.pages[0]
+            ts, day = _stamp(landing.ts, tz)
+            rows_v.append(
+                (next_id, site.site_id, day, ts, landing.path, landing.content_grouping,
+                 len(visit.pages), *dims)
+            )  # fmt: skip
+            for i, pv in enumerate(visit.pages):
+                ts, day = _stamp(pv.ts, tz)
+                rows_p.append(
+                    (site.site_id, day, ts, next_id, pv.path, pv.content_grouping, int(i == 0),
+                     landing.path, *dims)
+                )  # fmt: skip
+                _note_page(pages, pv.path, pv.content_grouping, day)
+            for c in visit.conversions:
+                ts, day = _stamp(c.ts, tz)
+                rows_c.append(
+                    (site.site_id, day, ts, next_id, c.conversion_type, c.amount_cents, c.path,
+                     c.content_grouping, c.properties, landing.path, *dims)
+                )  # fmt: skip
+            for m in visit.microconversions:
+                ts, day = _stamp(m.ts, tz)
+                rows_m.append(
+                    (site.site_id, day, ts, next_id, m.conversion_type, m.path,
+                     m.content_grouping, m.properties, landing.path, *dims)
+                )  # fmt: skip
+            next_id += 1
+        conn.executemany(_INSERT_VISIT, rows_v)
+        conn.executemany(_INSERT_PAGEVIEW, rows_p)
+        conn.executemany(_INSERT_CONVERSION, rows_c)
+        conn.executemany(_INSERT_MICRO, rows_m)
+        conn.executemany(_UPSERT_PAGE, [(site.site_id, path, *info) for path, info in pages.items()])
+        counts.visits += len(rows_v)
+        counts.pageviews += len(rows_p)
+        counts.conversions += len(rows_c)
+        counts.microconversions += len(rows_m)
+        if progress:
+            progress(counts)
+    return counts
+
+
+def _stamp(ts: datetime, tz: ZoneInfo) -> tuple[str, str]:
+    """(UTC timestamp with Z, local day of the site)."""
+    utc = ts.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.astimezone(tz).date().isoformat()
+
+
+def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None, day: str) -> None:
+    info = pages.get(path)
+    if info is None:
+        pages[path] = [group, day, day]
+    else:
+        info[0] = group
+        if day < info[1]:  # type: ignore[operator]
+            info[1] = day
+        if day > info[2]:  # type: ignore[operator]
+            info[2] = day
+
+
+ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages")
+
+
+def site_has_data(conn: sqlite3.Connection, site_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM visits WHERE site_id = ? LIMIT 1", [site_id]).fetchone() is not None
+
+
+def delete_site_data(conn: sqlite3.Connection, site_id: str) -> None:
+    """Remove a site's analytics rows (not the site). The caller owns the transaction."""
+    for table in ANALYTICS_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE site_id = ?", [site_id])

@@ -1,0 +1,141 @@
+"""The schema, as migrations. Never edit one that has shipped: add the next."""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+migrations = sqlite_utils.Migrations("sealexports")
+
+# The visit's dimensions, copied onto every event so that filters never need a join.
+_VISIT_DIMENSIONS = """
+    landing_page TEXT NOT NULL,
+    referrer TEXT,
+    utm_source TEXT,
+    utm_medium TEXT,
+    utm_campaign TEXT,
+    utm_term TEXT,
+    utm_content TEXT,
+    country TEXT,
+    device_type TEXT,
+    browser TEXT,
+    os TEXT"""
+
+
+def _run(db: sqlite_utils.Database, script: str) -> None:
+    # Not executescript(): it would COMMIT the migration's transaction half-way.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        f"""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            plan TEXT NOT NULL CHECK (plan IN ('free', 'pro', 'enterprise')),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE sites (
+            site_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT,
+            prefix TEXT NOT NULL UNIQUE,
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        );
+        CREATE TABLE pages (
+            site_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            content_grouping TEXT,
+            first_day TEXT NOT NULL,
+            last_day TEXT NOT NULL,
+            PRIMARY KEY (site_id, path)
+        ) WITHOUT ROWID;
+        CREATE TABLE visits (
+            id INTEGER PRIMARY KEY,
+            site_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            content_grouping TEXT,
+            page_views INTEGER NOT NULL,{_VISIT_DIMENSIONS}
+        );
+        CREATE TABLE pageviews (
+            id INTEGER PRIMARY KEY,
+            site_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            visit_id INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            content_grouping TEXT,
+            is_entrance INTEGER NOT NULL,{_VISIT_DIMENSIONS}
+        );
+        CREATE TABLE conversions (
+            id INTEGER PRIMARY KEY,
+            site_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            visit_id INTEGER NOT NULL,
+            conversion_type TEXT NOT NULL,
+            amount_cents INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            content_grouping TEXT,
+            properties TEXT,{_VISIT_DIMENSIONS}
+        );
+        CREATE TABLE microconversions (
+            id INTEGER PRIMARY KEY,
+            site_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            visit_id INTEGER NOT NULL,
+            conversion_type TEXT NOT NULL,
+            path TEXT NOT NULL,
+            content_grouping TEXT,
+            properties TEXT,{_VISIT_DIMENSIONS}
+        );
+        CREATE INDEX visits_site_day ON visits (site_id, day);
+        CREATE INDEX pageviews_site_day ON pageviews (site_id, day);
+        CREATE INDEX conversions_site_day_ts ON conversions (site_id, day, ts);
+        CREATE INDEX microconversions_site_day_ts ON microconversions (site_id, day, ts);
+        CREATE TABLE export_jobs (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            site_id TEXT NOT NULL REFERENCES sites(site_id),
+            export_type TEXT NOT NULL,
+            format TEXT NOT NULL,
+            date_from TEXT NOT NULL,
+            date_to TEXT NOT NULL,
+            filters TEXT NOT NULL,
+            status TEXT NOT NULL,
+            estimated_rows INTEGER NOT NULL,
+            actual_rows INTEGER,
+            file_size_bytes INTEGER,
+            progress_percent INTEGER NOT NULL DEFAULT 0,
+            file_name TEXT,
+            sha256 TEXT,
+            error_message TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            download_expires_at TEXT,
+            started_at TEXT,
+            completed_at TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX export_jobs_account_created ON export_jobs (account_id, id);
+        CREATE INDEX export_jobs_status ON export_jobs (status)
+        """,
+    )
