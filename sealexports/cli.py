@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,8 @@ class Group(click.Group):
             raise click.ClickException(e.message) from e
         except sqlite3.DatabaseError as e:
             raise click.ClickException(f"database error: {e}") from e
+        except OSError as e:  # e.g. an output path under a regular file, a full disk
+            raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from e
 
 
 def silent_option(f: F) -> F:
@@ -106,7 +108,12 @@ def init(state: State) -> None:
 
 @cli.group(cls=Group)
 def sites() -> None:
-    """Create and list sites."""
+    """Create and list sites.
+
+    \b
+    Example:
+        sealexports sites create shop --timezone Europe/Madrid && sealexports sites list
+    """
 
 
 @sites.command("create")
@@ -149,7 +156,12 @@ def sites_list(state: State) -> None:
 
 @cli.group(cls=Group)
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list and revoke API keys.
+
+    \b
+    Example:
+        sealexports keys create --site demo --name ci && sealexports keys list
+    """
 
 
 @keys.command("create")
@@ -311,6 +323,107 @@ def export(
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+
+
+@cli.command()
+@click.option("--host", help="Interface to bind (default: config `host`, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: config `port`, 8000).")
+@click.option("--demo", "demo_mode", is_flag=True, help="Seed the demo site if empty; print an API key.")
+@pass_state
+def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> None:
+    """Run the HTTP API, with background export workers in the same process.
+
+    Migrates the database first. Ctrl-C or SIGTERM stops cleanly: running exports go back
+    to the queue and run again at the next start.
+
+    \b
+    Example:
+        sealexports serve --demo
+        sealexports --config /etc/sealexports.toml serve --host 0.0.0.0 --port 8080
+    """
+    import uvicorn
+
+    from sealexports.api.app import create_app
+
+    settings = state.settings.replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
+    if settings.host != state.settings.host or settings.port != state.settings.port:
+        settings = settings.replace(public_url=_public_url(state.settings, settings))
+    demo_key = _prepare_demo(state) if demo_mode else None
+    app = create_app(settings)
+    if demo_key:
+        click.echo(_demo_banner(settings, demo_key), err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def _public_url(before: Settings, after: Settings) -> str:
+    """Keep an explicitly configured public_url; otherwise follow --host/--port."""
+    if before.public_url != f"http://{before.host}:{before.port}":
+        return before.public_url
+    return f"http://{after.host}:{after.port}"
+
+
+def _prepare_demo(state: State) -> str:
+    conn = state.conn
+    try:
+        accounts.get_site(conn, "demo")
+    except SealExportsError:
+        accounts.create_site(conn, "demo", name="Demo site", timezone="Europe/Madrid")
+    if not site_has_data(conn, "demo"):
+        site = accounts.get_site(conn, "demo")
+        with _progress(False, demo.DEFAULT_VISITS, "Seeding demo data") as advance, transaction(conn):
+            insert_visits(
+                conn, site, demo.generate(site.timezone, end=datetime.now(UTC).date()),
+                progress=lambda c: advance(c.visits),
+            )  # fmt: skip
+    return accounts.create_key(conn, "demo", "serve --demo")
+
+
+def _demo_banner(settings: Settings, key: str) -> str:
+    today = datetime.now(UTC).date()
+    start = date.fromordinal(today.toordinal() - 29)
+    base = settings.public_url
+    body = f'{{"export_type": "sources", "date_from": "{start}", "date_to": "{today}"}}'
+    return (
+        f"\nDemo site 'demo' is ready. API key: {key}\n"
+        f"API docs: {base}/schema\n"
+        "Try:\n"
+        f'  curl -s -X POST "{base}/api/v1/exports/stream?site_id=demo" -H "X-API-Key: {key}" '
+        f"-H 'Content-Type: application/json' -d '{body}'\n"
+    )
+
+
+@cli.command()
+@pass_state
+def worker(state: State) -> None:
+    """Run the background export workers on their own, until Ctrl-C or SIGTERM.
+
+    For deployments that set `workers = 0` so that `serve` runs no workers itself.
+    Run one worker process at most: it puts back jobs left unfinished when it starts.
+
+    \b
+    Example:
+        SEALEXPORTS_WORKERS=4 sealexports worker
+    """
+    import signal
+    import threading
+
+    from sealexports.jobs.queue import JobQueue
+    from sealexports.storage.database import secret_key
+    from sealexports.tokens import DownloadTokens
+
+    settings = state.settings
+    if settings.workers < 1:
+        settings = settings.replace(workers=2)
+    secret = settings.secret_key or secret_key(state.conn)
+    queue = JobQueue(settings, DownloadTokens(secret, settings.download_ttl_seconds))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    queue.start()
+    click.echo(f"Worker running with {settings.workers} threads; Ctrl-C to stop.", err=True)
+    done.wait()
+    click.echo("Stopping: running exports go back to the queue.", err=True)
+    queue.stop()
 
 
 def _parse_filters(pairs: tuple[str, ...], advanced: str | None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     sync_row_limit: int = 10_000
     download_ttl_seconds: int = 86_400
-    workers: int = 2
+    workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
     secret_key: str = ""  # empty: generated on first run and kept in the database
     plans: Mapping[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
@@ -56,7 +56,7 @@ class Settings:
 
 
 # Top-level keys and how to read them from TOML values or environment strings.
-_MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 1}
+_MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0}
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1}
 
 
@@ -74,7 +74,7 @@ def load_settings(
                 data = tomllib.load(f)
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     for key in _scalar_keys():
         raw = environ.get(ENV_PREFIX + key.upper())

@@ -79,9 +79,20 @@ def _finish_metrics(req: ExportRequest, row: Sequence[Any], key_columns: int) ->
     else:
         key = tuple(row[:key_columns])
         e, g, pv, mc, c, rev = row[key_columns:]
-    bounce = round((e - g) * 100 / e, 2) if e else 0.0
-    rate = round(min(c * 100 / e, 100.0), 2) if e else 0.0
+    bounce = _percent(e - g, e)
+    rate = _percent(min(c, e), e)  # capped at 100
     return (*key, e, g, bounce, pv, mc, c, rate, (rev or 0) / 100)
+
+
+def _percent(part: int, whole: int) -> float:
+    """part / whole * 100 rounded half up to 2 decimals, exactly (0 when whole is 0).
+
+    Integer arithmetic: `round(float, 2)` rounds ties to even (26/64 -> 40.62, not 40.63) and
+    misrounds near-ties through the float's binary error.
+    """
+    if not whole:
+        return 0.0
+    return (part * 20000 + whole) // (2 * whole) / 100
 
 
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:

@@ -105,7 +105,8 @@ def parse_advanced(expression: str) -> list[Condition]:
         return []
     conditions = []
     for part in _SPLIT.split(expression):
-        pieces = part.strip().split(":", 2)
+        part = part.lstrip()  # spaces after a comma; a value keeps its trailing spaces
+        pieces = part.split(":", 2)
         if len(pieces) != 3:
             raise InvalidRequest(f"malformed advanced filter {part!r}: expected field:op:value", field=where)
         name, op, value = pieces

@@ -120,4 +120,5 @@ EXPORT_TYPES: dict[str, ExportType] = {
     )
 }
 
-FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+# Litestar adds "; charset=utf-8" to text/* types.
+FORMATS = {"csv": "text/csv", "json": "application/json"}

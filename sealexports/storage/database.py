@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -70,3 +71,29 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 def _regexp(pattern: str, value: str | None) -> bool:
     """SQLite `regexp(pattern, value)`: Python `re.search`; a missing value never matches."""
     return value is not None and _compiled(pattern).search(value) is not None
+
+
+class ConnectionPerThread:
+    """One connection per thread, opened on first use: handlers run on a pool of threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, migrate=False)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -127,15 +127,16 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             progress_percent INTEGER NOT NULL DEFAULT 0,
             file_name TEXT,
             sha256 TEXT,
+            download_token TEXT,
             error_message TEXT,
             attempts INTEGER NOT NULL DEFAULT 0,
-            cancel_requested INTEGER NOT NULL DEFAULT 0,
             download_expires_at TEXT,
             started_at TEXT,
             completed_at TEXT,
             created_at TEXT NOT NULL
         );
-        CREATE INDEX export_jobs_account_created ON export_jobs (account_id, id);
+        CREATE INDEX export_jobs_site ON export_jobs (site_id, id);
+        CREATE INDEX export_jobs_account_status ON export_jobs (account_id, status);
         CREATE INDEX export_jobs_status ON export_jobs (status)
         """,
     )

@@ -1,0 +1,85 @@
+"""`create_app(settings)`: the Litestar application, its dependencies and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from sealexports import __version__
+from sealexports.api.auth import provide_account
+from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
+from sealexports.api.exports import ExportsController
+from sealexports.api.schemas import HealthOut
+from sealexports.api.services import Services
+from sealexports.config import Settings
+from sealexports.errors import SealExportsError
+from sealexports.jobs.queue import JobQueue
+from sealexports.storage.database import ConnectionPerThread, connect, secret_key
+from sealexports.tokens import DownloadTokens
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Unavailable(SealExportsError):
+    code = "unavailable"
+
+
+@get("/healthz", sync_to_thread=True, summary="Health check", tags=["service"])
+def healthz(services: Services) -> HealthOut:
+    """200 with the version when the database answers."""
+    try:
+        services.db.get().execute("SELECT 1 FROM export_jobs LIMIT 1").fetchall()
+    except Exception as e:
+        raise Unavailable("database unavailable") from e
+    return HealthOut(status="ok", version=__version__)
+
+
+def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litestar:
+    """Build the app. Migrates the database first. The huey consumer starts with the app
+    (in its worker threads) unless `run_workers` is False or `settings.workers` is 0."""
+    settings.exports_dir.mkdir(parents=True, exist_ok=True)
+    conn = connect(settings.database)
+    try:
+        secret = settings.secret_key or secret_key(conn)
+    finally:
+        conn.close()
+    tokens = DownloadTokens(secret, settings.download_ttl_seconds)
+    services = Services(settings, ConnectionPerThread(settings.database), tokens, JobQueue(settings, tokens))
+    start_workers = settings.workers > 0 if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if start_workers:
+            await anyio.to_thread.run_sync(services.queue.start)
+        try:
+            yield
+        finally:
+            if start_workers:
+                await anyio.to_thread.run_sync(services.queue.stop)
+            services.db.close_all()
+
+    return Litestar(
+        route_handlers=[ExportsController, healthz],
+        dependencies={
+            "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
+            "account": Provide(provide_account, sync_to_thread=True),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_request_id],
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="sealexports",
+            version=__version__,
+            description="Self-hosted Sealmetrics Data Exports API: bulk CSV/JSON exports of analytics data.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

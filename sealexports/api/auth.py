@@ -1,0 +1,22 @@
+"""API key authentication: `X-API-Key: sm_...` or `Authorization: Bearer sm_...`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from sealexports.api.services import Services
+from sealexports.errors import Unauthorized
+from sealexports.storage.accounts import Account, authenticate
+
+
+def provide_account(request: Request[Any, Any, Any], services: Services) -> Account:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials:
+            key = credentials.strip()
+    if not key:
+        raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
+    return authenticate(services.db.get(), key)

@@ -1,0 +1,110 @@
+"""The one place that turns errors into HTTP: status codes, the error body, X-Request-ID.
+
+Every non-2xx body is {"detail", "error": {"code", "message", "detail"}, "request_id"}.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from litestar import Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Message, Scope
+
+from sealexports import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.SealExportsError], int] = {
+    errors.InvalidRequest: 422,
+    errors.NotFound: 404,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.Expired: 410,
+    errors.TooLarge: 413,
+    errors.LimitReached: 429,
+    errors.Conflict: 409,
+}
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+_INCOMING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id: the caller's X-Request-ID if sane, else a new one; fixed per request."""
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex
+        state["request_id"] = rid
+    return str(rid)
+
+
+async def add_request_id(message: Message, scope: Scope) -> None:
+    """before_send hook: every response carries X-Request-ID."""
+    if message["type"] == "http.response.start":
+        MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id(scope)
+
+
+def error_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    rid = request_id(request.scope)
+    body = {
+        "detail": message,
+        "error": {"code": code or _CODES.get(status, "error"), "message": message, "detail": detail},
+        "request_id": rid,
+    }
+    return Response(body, status_code=status, headers=headers)
+
+
+def domain_error(request: Request[Any, Any, Any], exc: errors.SealExportsError) -> Response[Any]:
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.LimitReached) else None
+    return error_response(request, status, exc.message, code=exc.code, detail=exc.detail, headers=headers)
+
+
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's body and parameter validation: 422, listing each bad field."""
+    fields = [
+        {"field": e.get("key"), "source": e.get("source"), "message": e.get("message")}
+        for e in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(e, dict)
+    ]
+    if fields:
+        message = "; ".join(
+            f"{f['field']}: {f['message']}" if f["field"] else str(f["message"]) for f in fields
+        )
+    else:
+        message = exc.detail
+    return error_response(request, 422, message, detail=fields or None)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    headers = dict(exc.headers or {})
+    return error_response(request, exc.status_code, exc.detail, headers=headers or None)
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal server error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    errors.SealExportsError: domain_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

@@ -1,0 +1,271 @@
+"""The seven /exports endpoints. Each parses, calls the library, and formats: no SQL here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+import anyio
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+from litestar.response import File, Stream
+
+from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
+from sealexports.api.services import Services
+from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge
+from sealexports.exports import engine
+from sealexports.exports.request import ExportRequest, build_request
+from sealexports.jobs import lifecycle
+from sealexports.jobs.runner import request_for, run_export
+from sealexports.storage import jobs as store
+from sealexports.storage.accounts import Account, Site, get_site
+from sealexports.storage.database import connect
+
+SiteId = Annotated[
+    str | None, Parameter(query="site_id", description="The site to export from (its slug).", required=False)
+]
+AccountId = Annotated[
+    str | None,
+    Parameter(query="account_id", description="Same as site_id, as newer clients send it.", required=False),
+]
+JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
+
+
+def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
+    slug = site_id or account_id
+    if not slug:
+        raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
+    return get_site(services.db.get(), slug, account_id=account.id)
+
+
+def _request(site: Site, data: ExportBody) -> ExportRequest:
+    return build_request(
+        site.site_id, data.export_type, data.format, data.date_from, data.date_to, data.filters
+    )
+
+
+def _job(services: Services, site: Site, job_id: str) -> store.JobRecord:
+    conn = services.db.get()
+    job = store.get_job(conn, job_id, account_id=site.account.id)
+    if job.site_id != site.site_id:
+        raise NotFound(f"export job {job_id!r} not found")
+    if lifecycle.is_due(job) and lifecycle.expire_job(conn, services.settings.exports_dir, job):
+        job = store.get_job(conn, job_id)
+    return job
+
+
+def job_out(services: Services, job: store.JobRecord) -> JobOut:
+    completed = job.status == lifecycle.Status.COMPLETED and job.download_token
+    return JobOut(
+        id=job.id,
+        job_id=job.job_id,
+        site_id=job.site_id,
+        export_type=job.export_type,  # type: ignore[arg-type]
+        format=job.format,  # type: ignore[arg-type]
+        date_from=job.date_from,
+        date_to=job.date_to,
+        filters=json.loads(job.filters),
+        status=job.status,  # type: ignore[arg-type]
+        estimated_rows=job.estimated_rows,
+        actual_rows=job.actual_rows,
+        file_size_bytes=job.file_size_bytes,
+        file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
+        progress_percent=job.progress_percent,
+        download_url=services.download_url(job.download_token) if completed else None,  # type: ignore[arg-type]
+        download_expires_at=job.download_expires_at if completed else None,
+        error_message=job.error_message,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        created_at=job.created_at,
+    )
+
+
+def _estimate_out(est: engine.Estimate) -> EstimateOut:
+    return EstimateOut(
+        estimated_rows=est.estimated_rows,
+        estimated_size_bytes=est.estimated_size_bytes,
+        estimated_size_human=est.estimated_size_human,
+        recommended_format=est.recommended_format,  # type: ignore[arg-type]
+        will_use_background_job=est.will_use_background_job,
+        estimated_duration_seconds=est.estimated_duration_seconds,
+    )
+
+
+class ExportsController(Controller):
+    path = "/api/v1/exports"
+    tags = ("exports",)
+
+    @post("/", status_code=201, sync_to_thread=True, summary="Create an export job")
+    def create(
+        self,
+        data: ExportBody,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> CreateOut:
+        """Under the sync row limit the file is generated during the request (`completed`);
+        at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
+        site = _site(services, account, site_id, account_id)
+        req = _request(site, data)
+        conn = services.db.get()
+        est = engine.estimate(conn, req, services.settings.sync_row_limit)
+        job = lifecycle.create_job(conn, services.settings, site, req, est)
+        if est.will_use_background_job:
+            services.queue.enqueue(job.job_id)
+            message = f"Export job created. Poll GET /api/v1/exports/{job.job_id} until it completes."
+        else:
+            run_export(conn, services.settings.exports_dir, services.tokens, job.job_id)
+            message = "Export completed. Ready for download."
+        job = store.get_job(conn, job.job_id)
+        if job.status == lifecycle.Status.FAILED:
+            message = f"Export failed: {job.error_message}"
+        return CreateOut(job=job_out(services, job), estimate=_estimate_out(est), message=message)
+
+    @post("/estimate", status_code=200, sync_to_thread=True, summary="Estimate an export's size")
+    def estimate(
+        self,
+        data: ExportBody,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> EstimateOut:
+        """Rows, bytes and time an export would take, without creating a job."""
+        site = _site(services, account, site_id, account_id)
+        est = engine.estimate(services.db.get(), _request(site, data), services.settings.sync_row_limit)
+        return _estimate_out(est)
+
+    @get("/", sync_to_thread=True, summary="List export jobs")
+    def list(
+        self,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+        limit: Annotated[int, Parameter(ge=1, le=100, description="Max results (1-100).")] = 20,
+        offset: Annotated[int, Parameter(ge=0, description="Skip this many results.")] = 0,
+        include_expired: Annotated[bool, Parameter(description="Include expired exports.")] = False,
+    ) -> ListOut:
+        """The site's export jobs, newest first."""
+        site = _site(services, account, site_id, account_id)
+        conn = services.db.get()
+        lifecycle.expire_jobs(conn, services.settings.exports_dir)
+        jobs, total = store.list_jobs(
+            conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
+        )
+        summaries = []
+        for job in jobs:
+            full = job_out(services, job)
+            summaries.append(
+                JobSummary(
+                    id=full.id,
+                    job_id=full.job_id,
+                    export_type=full.export_type,
+                    format=full.format,
+                    status=full.status,
+                    actual_rows=full.actual_rows,
+                    file_size_human=full.file_size_human,
+                    download_url=full.download_url,
+                    created_at=full.created_at,
+                )
+            )
+        return ListOut(exports=summaries, total=total)
+
+    @get("/{job_id:str}", sync_to_thread=True, summary="Get an export job's status")
+    def status(
+        self,
+        job_id: JobId,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> JobOut:
+        """The job object, as in the create response."""
+        site = _site(services, account, site_id, account_id)
+        return job_out(services, _job(services, site, job_id))
+
+    @delete("/{job_id:str}", status_code=204, sync_to_thread=True, summary="Cancel or delete an export")
+    def remove(
+        self,
+        job_id: JobId,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> None:
+        """Pending: never runs. Generating: stops and leaves no file. Completed: its file is
+        deleted. Afterwards the job is gone (404) and its download link dead."""
+        site = _site(services, account, site_id, account_id)
+        lifecycle.delete_job(services.db.get(), services.settings.exports_dir, _job(services, site, job_id))
+
+    @get(
+        "/download/{download_token:str}",
+        sync_to_thread=True,
+        summary="Download a completed export",
+    )
+    def download(
+        self, download_token: Annotated[str, Parameter(description="From download_url.")], services: Services
+    ) -> File:
+        """No authentication: the signed token is the credential. 410 once expired."""
+        conn = services.db.get()
+        job_id, expired = services.tokens.open(download_token)
+        job = store.find_job(conn, job_id)
+        if job is None or job.download_token != download_token:
+            raise NotFound("download link not found")
+        if expired or lifecycle.is_due(job):
+            lifecycle.expire_job(conn, services.settings.exports_dir, job)
+            raise Expired("this download link has expired; create a new export")
+        if job.status == lifecycle.Status.EXPIRED:
+            raise Expired("this download link has expired; create a new export")
+        path = services.settings.exports_dir / (job.file_name or "")
+        if job.status != lifecycle.Status.COMPLETED or not job.file_name or not path.is_file():
+            raise Expired("the export file is no longer available; create a new export")
+        req = request_for(job)
+        return File(
+            path=path,
+            filename=req.file_name,
+            media_type=req.media_type,
+            content_disposition_type="attachment",
+        )
+
+    @post("/stream", status_code=200, sync_to_thread=True, summary="Stream a small export")
+    def stream(
+        self,
+        data: ExportBody,
+        account: Account,
+        services: Services,
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> Stream:
+        """The file itself, for exports under the sync row limit; 413 at or over it."""
+        site = _site(services, account, site_id, account_id)
+        req = _request(site, data)
+        est = engine.estimate(services.db.get(), req, services.settings.sync_row_limit)
+        if est.will_use_background_job:
+            raise TooLarge(
+                f"Export too large for streaming ({est.estimated_rows:,} rows). "
+                "Use POST /exports to create a background job."
+            )
+        name = f"{req.type.name}_{req.date_from}_{req.date_to}.{req.format}"
+        return Stream(
+            _bridge(services, req),
+            media_type=req.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
+
+async def _bridge(services: Services, req: ExportRequest) -> AsyncIterator[bytes]:
+    """Pull the sync chunk generator on a worker thread, one chunk at a time, with its own
+    connection; the event loop never runs a query."""
+    conn: sqlite3.Connection = await anyio.to_thread.run_sync(
+        lambda: connect(services.settings.database, migrate=False)
+    )
+    chunks: Iterator[bytes] = engine.chunks(conn, req)
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        conn.close()

@@ -1,0 +1,118 @@
+"""Request and response bodies (msgspec), with every field described for the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+ExportTypeName = Literal[
+    "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
+    "conversions", "microconversions", "time_series", "landing_pages",
+]  # fmt: skip
+FormatName = Literal["csv", "json"]
+StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
+Date = Annotated[
+    str, Meta(description="A date as YYYY-MM-DD, in the site's time zone.", examples=["2025-01-01"])
+]
+Timestamp = Annotated[str, Meta(description="ISO 8601 UTC time, e.g. 2025-01-10T14:30:00Z.")]
+FilterValue = str | list[str]
+
+
+class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
+    """What to export."""
+
+    export_type: Annotated[ExportTypeName, Meta(description="Type of data to export.")]
+    date_from: Annotated[Date, Meta(description="First day of the range (YYYY-MM-DD), inclusive.")]
+    date_to: Annotated[Date, Meta(description="Last day of the range (YYYY-MM-DD), inclusive.")]
+    format: Annotated[FormatName, Meta(description="csv (default) or json.")] = "csv"
+    filters: Annotated[
+        dict[str, FilterValue] | None,
+        Meta(
+            description=(
+                "Filter conditions: utm_source, utm_medium, utm_campaign, utm_term, utm_content, "
+                "country, device_type, browser, os, content_grouping, conversion_type (a string, "
+                "or a list meaning any of them), and advanced_filters "
+                "(`field:op:value[,field:op:value...]`, ops eq ne contains not_contains regex "
+                "not_regex in not_in)."
+            ),
+            examples=[{"country": "ES", "utm_medium": "cpc", "advanced_filters": "path:contains:/products/"}],
+        ),
+    ] = None
+
+
+class EstimateOut(msgspec.Struct):
+    estimated_rows: Annotated[int, Meta(description="Approximate number of rows.")]
+    estimated_size_bytes: Annotated[int, Meta(description="Approximate file size in bytes.")]
+    estimated_size_human: Annotated[str, Meta(description="The size for people, e.g. 8.1 MB.")]
+    recommended_format: Annotated[FormatName, Meta(description="The format we suggest for this size.")]
+    will_use_background_job: Annotated[
+        bool, Meta(description="True if the export is at or over the sync row limit (10,000 by default).")
+    ]
+    estimated_duration_seconds: Annotated[int, Meta(description="Approximate processing time.")]
+
+
+class JobOut(msgspec.Struct):
+    id: Annotated[int, Meta(description="Sequential id of the job.")]
+    job_id: Annotated[str, Meta(description="The job's UUID, used in URLs.")]
+    site_id: Annotated[str, Meta(description="The site the data comes from.")]
+    export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
+    format: Annotated[FormatName, Meta(description="File format.")]
+    date_from: Annotated[str, Meta(description="First day of the range.")]
+    date_to: Annotated[str, Meta(description="Last day of the range.")]
+    filters: Annotated[dict[str, Any], Meta(description="The filters as given.")]
+    status: Annotated[
+        StatusName, Meta(description="pending, estimating, generating, completed, failed or expired.")
+    ]
+    estimated_rows: Annotated[int, Meta(description="Rows estimated before generating.")]
+    actual_rows: Annotated[int | None, Meta(description="Rows in the file, once completed.")]
+    file_size_bytes: Annotated[int | None, Meta(description="File size in bytes, once completed.")]
+    file_size_human: Annotated[str | None, Meta(description="File size for people, e.g. 44.2 KB.")]
+    progress_percent: Annotated[int, Meta(description="0-100; moves while generating.")]
+    download_url: Annotated[str | None, Meta(description="Signed link to the file while completed.")]
+    download_expires_at: Annotated[Timestamp | None, Meta(description="When the download link expires.")]
+    error_message: Annotated[str | None, Meta(description="Why the export failed; null unless failed.")]
+    started_at: Annotated[Timestamp | None, Meta(description="When generation started.")]
+    completed_at: Annotated[Timestamp | None, Meta(description="When the job completed or failed.")]
+    created_at: Annotated[Timestamp, Meta(description="When the job was created.")]
+
+
+class CreateOut(msgspec.Struct):
+    job: Annotated[JobOut, Meta(description="The new job.")]
+    estimate: Annotated[EstimateOut, Meta(description="The size estimate the job was planned with.")]
+    message: Annotated[str, Meta(description="What happens next, for people.")]
+
+
+class JobSummary(msgspec.Struct):
+    id: Annotated[int, Meta(description="Sequential id of the job.")]
+    job_id: Annotated[str, Meta(description="The job's UUID.")]
+    export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
+    format: Annotated[FormatName, Meta(description="File format.")]
+    status: Annotated[StatusName, Meta(description="The job's status.")]
+    actual_rows: Annotated[int | None, Meta(description="Rows in the file, once completed.")]
+    file_size_human: Annotated[str | None, Meta(description="File size for people.")]
+    download_url: Annotated[str | None, Meta(description="Signed link to the file while completed.")]
+    created_at: Annotated[Timestamp, Meta(description="When the job was created.")]
+
+
+class ListOut(msgspec.Struct):
+    exports: Annotated[list[JobSummary], Meta(description="Jobs, newest first.")]
+    total: Annotated[int, Meta(description="How many jobs match, over all pages.")]
+
+
+class ErrorInfo(msgspec.Struct):
+    code: Annotated[str, Meta(description="Stable machine-readable error code.")]
+    message: Annotated[str, Meta(description="What went wrong.")]
+    detail: Annotated[Any, Meta(description="Structured context, e.g. the invalid fields.")] = None
+
+
+class ErrorOut(msgspec.Struct):
+    detail: Annotated[str, Meta(description="What went wrong, for people.")]
+    error: Annotated[ErrorInfo, Meta(description="The same, for programs.")]
+    request_id: Annotated[str, Meta(description="Also in the X-Request-ID header; quote it in reports.")]
+
+
+class HealthOut(msgspec.Struct):
+    status: Annotated[str, Meta(description="ok")]
+    version: Annotated[str, Meta(description="sealexports version.")]

@@ -1,0 +1,121 @@
+"""Job statuses as an explicit machine, and the operations that move jobs through it.
+
+pending -> estimating -> generating -> completed -> expired; any running state -> failed.
+A running job stopped by a shutdown goes back to pending, to run again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sealexports.config import Settings
+from sealexports.errors import Conflict, TooLarge
+from sealexports.exports.engine import Estimate
+from sealexports.exports.request import ExportRequest
+from sealexports.storage import jobs as store
+from sealexports.storage.accounts import Site, now_iso
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    ESTIMATING = "estimating"
+    GENERATING = "generating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.ESTIMATING, Status.FAILED}),
+    Status.ESTIMATING: frozenset({Status.GENERATING, Status.PENDING, Status.FAILED}),
+    Status.GENERATING: frozenset({Status.COMPLETED, Status.PENDING, Status.FAILED}),
+    Status.COMPLETED: frozenset({Status.EXPIRED}),
+    Status.FAILED: frozenset(),
+    Status.EXPIRED: frozenset(),
+}
+RUNNING = (Status.ESTIMATING, Status.GENERATING)
+
+
+def transition(
+    conn: sqlite3.Connection,
+    job_id: str,
+    source: Status | tuple[Status, ...],
+    target: Status,
+    **changes: Any,
+) -> bool:
+    """Move a job from `source` to `target`. Raises Conflict for a move the machine forbids;
+    returns False if the job is no longer in `source` (deleted or moved on meanwhile)."""
+    sources = source if isinstance(source, tuple) else (source,)
+    for s in sources:
+        if target not in ALLOWED[s]:
+            raise Conflict(f"an export job cannot go from {s} to {target}")
+    return store.update_job(conn, job_id, sources, {"status": target.value, **changes})
+
+
+def create_job(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    site: Site,
+    req: ExportRequest,
+    estimate: Estimate,
+) -> store.JobRecord:
+    """A pending job, if the account's plan allows its size and one more running export."""
+    plan = settings.plans[site.account.plan]
+    if plan.max_rows and estimate.estimated_rows > plan.max_rows:
+        raise TooLarge(
+            f"Export too large for the {site.account.plan} plan: about "
+            f"{estimate.estimated_rows:,} rows, and the plan allows at most {plan.max_rows:,} "
+            "rows per export. Narrow the date range or add filters."
+        )
+    return store.insert_job(
+        conn,
+        {
+            "job_id": str(uuid.uuid4()),
+            "account_id": site.account.id,
+            "site_id": site.site_id,
+            "export_type": req.type.name,
+            "format": req.format,
+            "date_from": req.date_from.isoformat(),
+            "date_to": req.date_to.isoformat(),
+            "filters": json.dumps(req.filters, separators=(",", ":")),
+            "status": Status.PENDING.value,
+            "estimated_rows": estimate.estimated_rows,
+            "created_at": now_iso(),
+        },
+        max_active=plan.concurrent_exports,
+    )
+
+
+def delete_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord) -> None:
+    """Gone at once: a pending job never runs, a generating one stops at its next chunk
+    (the runner sees the row is gone), a completed one loses its file."""
+    store.delete_job(conn, job.job_id)
+    if job.file_name:
+        (exports_dir / job.file_name).unlink(missing_ok=True)
+
+
+def expire_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord) -> bool:
+    """A completed job becomes expired and loses its file; False if it was not completed."""
+    expired = transition(conn, job.job_id, Status.COMPLETED, Status.EXPIRED)
+    if expired and job.file_name:
+        (exports_dir / job.file_name).unlink(missing_ok=True)
+    return expired
+
+
+def is_due(job: store.JobRecord, now: str | None = None) -> bool:
+    """A completed job whose download link has passed its expiry time."""
+    return (
+        job.status == Status.COMPLETED
+        and job.download_expires_at is not None
+        and job.download_expires_at <= (now or now_iso())
+    )
+
+
+def expire_jobs(conn: sqlite3.Connection, exports_dir: Path, now: str | None = None) -> int:
+    """The periodic sweep: every completed job past its download TTL expires."""
+    return sum(expire_job(conn, exports_dir, job) for job in store.expired_jobs(conn, now or now_iso()))

@@ -1,0 +1,123 @@
+"""Running one export job to its file, and putting interrupted jobs back in line.
+
+The HTTP handler (small exports) and the huey task (large ones) both call `run_export`.
+It is idempotent: a job that is not pending (deleted, running elsewhere, done) is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sealexports.errors import Cancelled, SealExportsError
+from sealexports.exports import engine
+from sealexports.exports.request import ExportRequest, build_request
+from sealexports.jobs.lifecycle import RUNNING, Status, transition
+from sealexports.storage import jobs as store
+from sealexports.storage.accounts import now_iso
+from sealexports.tokens import DownloadTokens
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+
+
+class _Stopping(Exception):
+    """The process is shutting down: the job goes back to pending."""
+
+
+def request_for(job: store.JobRecord) -> ExportRequest:
+    return build_request(
+        job.site_id, job.export_type, job.format, job.date_from, job.date_to, json.loads(job.filters)
+    )
+
+
+def run_export(
+    conn: sqlite3.Connection,
+    exports_dir: Path,
+    tokens: DownloadTokens,
+    job_id: str,
+    stopping: threading.Event | None = None,
+) -> None:
+    job = store.find_job(conn, job_id)
+    if job is None or job.status != Status.PENDING:
+        return
+    if not transition(
+        conn, job_id, Status.PENDING, Status.ESTIMATING, attempts=job.attempts + 1, started_at=now_iso()
+    ):
+        return
+    dest = exports_dir / f"{job_id}.{job.format}"
+    try:
+        req = request_for(job)
+        total = engine.count_estimate(conn, req)
+        if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
+            return
+        shown = [0]
+
+        def progress(rows: int) -> None:
+            percent = min(99, rows * 100 // max(total, 1))
+            if percent != shown[0]:
+                shown[0] = percent
+                store.set_progress(conn, job_id, percent)
+
+        def cancelled() -> bool:
+            if stopping is not None and stopping.is_set():
+                raise _Stopping
+            return store.job_status(conn, job_id) != Status.GENERATING
+
+        info = engine.write_file(conn, req, dest, progress=progress, cancelled=cancelled)
+    except Cancelled:
+        return  # deleted while generating: write_file left no file
+    except _Stopping:
+        transition(conn, job_id, RUNNING, Status.PENDING, progress_percent=0)
+        return
+    except Exception as e:
+        transition(conn, job_id, RUNNING, Status.FAILED, error_message=_failure(e), completed_at=now_iso())
+        return
+    completed = datetime.now(UTC)
+    expires = completed + timedelta(seconds=tokens.ttl_seconds)
+    done = transition(
+        conn,
+        job_id,
+        Status.GENERATING,
+        Status.COMPLETED,
+        actual_rows=info.rows,
+        file_size_bytes=info.size_bytes,
+        sha256=info.sha256,
+        file_name=dest.name,
+        progress_percent=100,
+        download_token=tokens.sign(job_id),
+        completed_at=completed.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        download_expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    if not done:  # deleted between the last chunk and now
+        dest.unlink(missing_ok=True)
+
+
+def _failure(e: Exception) -> str:
+    if isinstance(e, SealExportsError):
+        return e.message
+    if isinstance(e, OSError):
+        return f"could not write the export file: {e.strerror or e}"
+    log.exception("export failed")
+    return f"internal error while generating the export ({type(e).__name__})"
+
+
+def recover(conn: sqlite3.Connection, exports_dir: Path) -> list[str]:
+    """After a crash or restart: running jobs go back to pending (or fail after MAX_ATTEMPTS),
+    stray temporary files go, and the ids of all pending jobs come back to be enqueued."""
+    for job in store.jobs_in(conn, RUNNING):
+        if job.attempts >= MAX_ATTEMPTS:
+            transition(
+                conn, job.job_id, RUNNING, Status.FAILED, completed_at=now_iso(),
+                error_message=f"the export was interrupted {job.attempts} times; giving up",
+            )  # fmt: skip
+        else:
+            transition(conn, job.job_id, RUNNING, Status.PENDING, progress_percent=0)
+    if exports_dir.is_dir():
+        for tmp in exports_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    return [job.job_id for job in store.jobs_in(conn, [Status.PENDING])]
