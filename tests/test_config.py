@@ -1,0 +1,302 @@
+"""Settings: defaults without a file, a TOML file, `SEALEXPORTS_<KEY>` overrides, and bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sealexports.config import DEFAULT_PLANS, Plan, Settings, load_settings
+from sealexports.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_need_no_file() -> None:
+    s = load_settings(environ={})
+    assert s == Settings()
+    assert s.database == Path("sealexports.db")
+    assert s.exports_dir == Path("exports")
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.public_url == "http://127.0.0.1:8000"
+    assert s.sync_row_limit == 10_000
+    assert s.download_ttl_seconds == 86_400
+    assert s.workers == 2
+    assert s.secret_key == ""
+    assert dict(s.plans) == {
+        "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240),
+        "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480),
+        "enterprise": Plan(concurrent_exports=10, max_rows=0, requests_per_minute=10_000),
+    }
+
+
+def test_defaults_ignore_the_process_environment_when_environ_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEALEXPORTS_PORT", "9999")
+    assert load_settings(environ={}).port == 8000
+    assert load_settings().port == 9999  # environ=None reads os.environ
+
+
+def test_queue_lives_beside_the_database() -> None:
+    s = Settings(database=Path("/var/lib/x/data.db"))
+    assert s.queue_path == Path("/var/lib/x/data.db.queue")
+
+
+def test_file_given_as_argument(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        database = "/srv/data.db"
+        exports_dir = "/srv/exports"
+        host = "0.0.0.0"
+        port = 9000
+        public_url = "https://exports.example.com/"
+        sync_row_limit = 500
+        download_ttl_seconds = 60
+        workers = 4
+        secret_key = "s3cret"
+        """,
+    )
+    s = load_settings(path, environ={})
+    assert s.database == Path("/srv/data.db")
+    assert s.exports_dir == Path("/srv/exports")
+    assert (s.host, s.port) == ("0.0.0.0", 9000)
+    assert s.public_url == "https://exports.example.com"  # trailing slash dropped
+    assert (s.sync_row_limit, s.download_ttl_seconds, s.workers) == (500, 60, 4)
+    assert s.secret_key == "s3cret"
+    assert dict(s.plans) == DEFAULT_PLANS
+
+
+def test_file_given_by_environment_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 8123\n")
+    assert load_settings(environ={"SEALEXPORTS_CONFIG": str(path)}).port == 8123
+
+
+def test_argument_beats_environment_config_file(tmp_path: Path) -> None:
+    arg = write(tmp_path, "port = 1111\n", "arg.toml")
+    env = write(tmp_path, "port = 2222\n", "env.toml")
+    assert load_settings(arg, environ={"SEALEXPORTS_CONFIG": str(env)}).port == 1111
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "attr", "expected"),
+    [
+        ("SEALEXPORTS_DATABASE", "/tmp/env.db", "database", Path("/tmp/env.db")),
+        ("SEALEXPORTS_EXPORTS_DIR", "/tmp/out", "exports_dir", Path("/tmp/out")),
+        ("SEALEXPORTS_HOST", "0.0.0.0", "host", "0.0.0.0"),
+        ("SEALEXPORTS_PORT", "8443", "port", 8443),
+        ("SEALEXPORTS_PUBLIC_URL", "https://x.example", "public_url", "https://x.example"),
+        ("SEALEXPORTS_SYNC_ROW_LIMIT", "5000", "sync_row_limit", 5000),
+        ("SEALEXPORTS_DOWNLOAD_TTL_SECONDS", "3600", "download_ttl_seconds", 3600),
+        ("SEALEXPORTS_WORKERS", "8", "workers", 8),
+        ("SEALEXPORTS_SECRET_KEY", "abc", "secret_key", "abc"),
+    ],
+)
+def test_environment_overrides_beat_the_file(
+    tmp_path: Path, var: str, raw: str, attr: str, expected: object
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        database = "file.db"
+        exports_dir = "file-exports"
+        host = "10.0.0.1"
+        port = 7000
+        public_url = "http://file.example"
+        sync_row_limit = 70
+        download_ttl_seconds = 7
+        workers = 3
+        secret_key = "from-file"
+        """,
+    )
+    from_file = load_settings(path, environ={})
+    assert getattr(from_file, attr) != expected
+    s = load_settings(path, environ={var: raw})
+    assert getattr(s, attr) == expected
+    # Only that key changed.
+    assert s.replace(**{attr: getattr(from_file, attr)}) == from_file
+
+
+def test_zero_workers_means_serve_runs_none(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "workers = 0\n"), environ={}).workers == 0
+    assert load_settings(environ={"SEALEXPORTS_WORKERS": "0"}).workers == 0
+
+
+def test_unrelated_environment_variables_are_ignored() -> None:
+    env = {"SEALEXPORTS_NOT_A_KEY": "1", "SEALEXPORTS_PLANS": "x", "PORT": "1"}
+    assert load_settings(environ=env) == Settings()
+
+
+def test_plan_tables_merge_over_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [plans.free]
+        max_rows = 5000
+
+        [plans.enterprise]
+        concurrent_exports = 20
+        requests_per_minute = 1
+        """,
+    )
+    plans = load_settings(path, environ={}).plans
+    assert plans["free"] == Plan(concurrent_exports=1, max_rows=5000, requests_per_minute=240)
+    assert plans["pro"] == DEFAULT_PLANS["pro"]
+    assert plans["enterprise"] == Plan(concurrent_exports=20, max_rows=0, requests_per_minute=1)
+    # The module-level defaults were not mutated by the merge.
+    assert DEFAULT_PLANS["free"].max_rows == 100_000
+
+
+def test_example_config_loads_and_equals_the_defaults() -> None:
+    example = REPO_ROOT / "config.example.toml"
+    assert load_settings(example, environ={}) == Settings()
+
+
+def test_example_config_documents_every_key() -> None:
+    text = (REPO_ROOT / "config.example.toml").read_text()
+    for key in (
+        "database",
+        "exports_dir",
+        "host",
+        "port",
+        "public_url",
+        "sync_row_limit",
+        "download_ttl_seconds",
+        "workers",
+        "secret_key",
+        "[plans.free]",
+        "[plans.pro]",
+        "[plans.enterprise]",
+        "concurrent_exports",
+        "max_rows",
+        "requests_per_minute",
+    ):
+        assert key in text, key
+
+
+# --- Bad values: always ConfigError, and the message names the key ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"SEALEXPORTS_PORT": "eighty"}, "SEALEXPORTS_PORT"),
+        ({"SEALEXPORTS_PORT": "80.5"}, "SEALEXPORTS_PORT"),
+        ({"SEALEXPORTS_PORT": ""}, "SEALEXPORTS_PORT"),
+        ({"SEALEXPORTS_SYNC_ROW_LIMIT": "10k"}, "SEALEXPORTS_SYNC_ROW_LIMIT"),
+        ({"SEALEXPORTS_DOWNLOAD_TTL_SECONDS": "1d"}, "SEALEXPORTS_DOWNLOAD_TTL_SECONDS"),
+        ({"SEALEXPORTS_WORKERS": "two"}, "SEALEXPORTS_WORKERS"),
+        ({"SEALEXPORTS_SYNC_ROW_LIMIT": "0"}, "sync_row_limit"),
+        ({"SEALEXPORTS_SYNC_ROW_LIMIT": "-5"}, "sync_row_limit"),
+        ({"SEALEXPORTS_DOWNLOAD_TTL_SECONDS": "0"}, "download_ttl_seconds"),
+        ({"SEALEXPORTS_WORKERS": "-1"}, "workers"),
+        ({"SEALEXPORTS_PORT": "0"}, "port"),
+        ({"SEALEXPORTS_PORT": "65536"}, "port"),
+        ({"SEALEXPORTS_DATABASE": ""}, "database"),
+        ({"SEALEXPORTS_EXPORTS_DIR": ""}, "exports_dir"),
+        ({"SEALEXPORTS_PUBLIC_URL": "exports.example.com"}, "public_url"),
+    ],
+)
+def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ=environ)
+    assert named in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("port = 65536", "'port'"),
+        ("port = 0", "'port'"),
+        ("port = -1", "'port'"),
+        ('port = "8000"', "'port'"),
+        ("port = 8000.0", "'port'"),
+        ("port = true", "'port'"),
+        ("workers = false", "'workers'"),
+        ("sync_row_limit = 0", "'sync_row_limit'"),
+        ("sync_row_limit = -1", "'sync_row_limit'"),
+        ("download_ttl_seconds = 0", "'download_ttl_seconds'"),
+        ("download_ttl_seconds = -86400", "'download_ttl_seconds'"),
+        ("workers = -2", "'workers'"),
+        ("database = 1", "'database'"),
+        ('database = ""', "'database'"),
+        ("host = 127", "'host'"),
+        ("secret_key = 1", "'secret_key'"),
+        ('public_url = "ftp://example.com"', "'public_url'"),
+        ('public_url = "127.0.0.1:8000"', "'public_url'"),
+        ("public_url = 8000", "'public_url'"),
+        ("databse = 'typo.db'", "'databse'"),
+        ("[server]\nport = 1", "'server'"),
+        ("plans = 3", "'plans'"),
+        ("[plans.gold]\nmax_rows = 1", "plans.gold"),
+        ("[plans]\nfree = 1", "plans.free"),
+        ("[plans.free]\nmax_row = 1", "plans.free.max_row"),
+        ("[plans.free]\nmax_rows = -1", "plans.free.max_rows"),
+        ("[plans.pro]\nconcurrent_exports = 0", "plans.pro.concurrent_exports"),
+        ("[plans.pro]\nconcurrent_exports = true", "plans.pro.concurrent_exports"),
+        ('[plans.enterprise]\nrequests_per_minute = "10"', "plans.enterprise.requests_per_minute"),
+        ("[plans.enterprise]\nrequests_per_minute = 1.5", "plans.enterprise.requests_per_minute"),
+    ],
+)
+def test_bad_file_values(tmp_path: Path, toml: str, named: str) -> None:
+    path = write(tmp_path, toml + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(path, environ={})
+    assert named in e.value.message
+
+
+def test_env_override_of_another_key_does_not_hide_a_bad_file_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "sync_row_limit = 0\n")
+    with pytest.raises(ConfigError, match="'sync_row_limit'"):
+        load_settings(path, environ={"SEALEXPORTS_PORT": "9000"})
+
+
+def test_environment_override_replaces_a_bad_file_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 0\n")
+    assert load_settings(path, environ={"SEALEXPORTS_PORT": "9000"}).port == 9000
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as e:
+        load_settings(missing, environ={})
+    assert str(missing) in e.value.message
+
+
+def test_missing_file_from_environment_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "env-nope.toml"
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ={"SEALEXPORTS_CONFIG": str(missing)})
+    assert str(missing) in e.value.message
+
+
+def test_directory_as_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path, environ={})
+    assert str(tmp_path) in e.value.message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"port = \n",
+        b"port = 8000\nport = 8001\n",
+        b"[plans.free\n",
+        b"database = 'unterminated\n",
+        b"port = 8000\n\xff\xfe = 1\n",  # not UTF-8
+    ],
+)
+def test_invalid_toml(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        load_settings(path, environ={})
+    assert "not valid TOML" in e.value.message
+    assert str(path) in e.value.message
