@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sealexports.errors import Cancelled
+from sealexports.exports import raw
 from sealexports.exports.countries import country_name
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
@@ -97,7 +98,21 @@ def _percent(part: int, whole: int) -> float:
 
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:
     """The export file's bytes, a chunk at a time."""
+    if req.type.kind == "events":
+        return (data for data, _ in raw.chunks(conn, req))
     return WRITERS[req.format](req.type.columns, rows(conn, req))
+
+
+def _pieces(conn: sqlite3.Connection, req: ExportRequest, workdir: Path) -> raw.Pieces:
+    """(bytes, rows in them) for writing a file."""
+    if req.type.kind == "events":
+        yield from raw.file_pieces(conn, req, workdir)
+        return
+    counter = _Counter(rows(conn, req))
+    done = 0
+    for chunk in WRITERS[req.format](req.type.columns, counter):
+        yield chunk, counter.n - done
+        done = counter.n
 
 
 def write_file(
@@ -110,33 +125,35 @@ def write_file(
 ) -> FileInfo:
     """Write the export to `dest` atomically: a temporary file, fsync, then rename.
 
-    `progress` gets the bytes written so far after each chunk; `cancelled` is asked before each
-    chunk and raises Cancelled. On any error the temporary file is removed.
+    `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
+    chunk and raises Cancelled. On any error the temporary files are removed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
-    size = 0
-    counter = _Counter(rows(conn, req))
+    size = rows_done = 0
+    pieces = _pieces(conn, req, dest.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary file
         with os.fdopen(fd, "wb") as f:
-            for chunk in WRITERS[req.format](req.type.columns, counter):
+            for chunk, n in pieces:
                 if cancelled and cancelled():
                     raise Cancelled("the export was cancelled")
                 f.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-                if progress:
-                    progress(counter.n)
+                rows_done += n
+                if progress and n:
+                    progress(rows_done)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
+        pieces.close()  # stops and removes a second half still being written
         tmp.unlink(missing_ok=True)
         raise
-    return FileInfo(dest, counter.n, size, digest.hexdigest())
+    return FileInfo(dest, rows_done, size, digest.hexdigest())
 
 
 class _Counter:
@@ -180,6 +197,6 @@ def human_size(n: int) -> str:
     value = float(n)
     for unit in ("KB", "MB", "GB", "TB"):
         value /= 1024
-        if value < 1024 or unit == "TB":
+        if round(value, 1) < 1024 or unit == "TB":  # never "1024.0 KB"
             break
     return f"{value:.1f} {unit}"

@@ -37,6 +37,11 @@ def csv_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iter
     yield buf.getvalue().encode()
 
 
+def csv_line(columns: Sequence[Column], row: Sequence[Any]) -> str:
+    """One row as the CSV writer above writes it."""
+    return b"".join(csv_chunks(columns, [row])).decode().split("\r\n", 1)[1]
+
+
 def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
     names = [c.name for c in columns]
     raw_json = [i for i, c in enumerate(columns) if c.kind == "json"]

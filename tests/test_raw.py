@@ -1,0 +1,132 @@
+"""Raw exports formatted inside SQLite are byte-identical to the csv/orjson writers, for any
+values: the oracle here is the generic writer over plain rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sealexports.exports import engine, raw
+from sealexports.exports.request import build_request
+from sealexports.exports.writers import WRITERS
+from sealexports.storage import accounts
+from sealexports.storage.database import connect, transaction
+from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+
+NASTY = [
+    "plain", "with,comma", 'with "quotes"', "line\nbreak", "carriage\rreturn", "crlf\r\nboth",
+    "ünïcødé ✓ 🚀", "tab\there", "", " leading space", "trailing space ", '"', ",", "a,b,\"c\"\n",
+    "\x01control", "back\\slash",
+]  # fmt: skip
+PROPERTIES = [None, "{}", "[]", '{"a":"b,c"}', '{"q":"\\"x\\""}', "3.5", '"str"', '{"u":"é✓"}', "[1,2]"]
+
+
+def _visits(n: int) -> list[Visit]:
+    start = datetime(2025, 3, 28, 22, 0, tzinfo=UTC)
+    visits = []
+    for i in range(n):
+        value = NASTY[i % len(NASTY)] or None
+        ts = start + timedelta(minutes=7 * i)
+        path = f"/p/{NASTY[(i * 3) % len(NASTY)]}"
+        visits.append(
+            Visit(
+                pages=[PageView(ts, path, value)],
+                referrer=value,
+                utm_source=NASTY[(i + 1) % len(NASTY)] or None,
+                utm_medium=value,
+                utm_campaign=NASTY[(i + 5) % len(NASTY)],
+                country="ES" if i % 2 else None,
+                device_type=value,
+                browser=value,
+                os=value,
+                conversions=[
+                    Conversion(
+                        ts,
+                        value or "purchase",
+                        path,
+                        value,
+                        (i * 137) % 100_000 - 50,
+                        PROPERTIES[i % len(PROPERTIES)],
+                    )
+                ],
+                microconversions=[
+                    Conversion(
+                        ts, value or "add_to_cart", path, None, 0, PROPERTIES[(i + 3) % len(PROPERTIES)]
+                    )
+                ],
+            )
+        )
+    return visits
+
+
+@pytest.fixture(scope="module")
+def nasty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("raw") / "nasty.db"
+    conn = connect(path)
+    site = accounts.create_site(conn, "nasty", timezone="Europe/Madrid")
+    with transaction(conn):
+        insert_visits(conn, site, _visits(3000))
+    conn.close()
+    return path
+
+
+def _oracle(conn: sqlite3.Connection, req: engine.ExportRequest) -> bytes:
+    return b"".join(WRITERS[req.format](req.type.columns, engine.rows(conn, req)))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
+@pytest.mark.parametrize("parallel_min_rows", [10**9, 100])
+def test_raw_exports_match_the_generic_writers_byte_for_byte(
+    nasty_db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    export_type: str,
+    parallel_min_rows: int,
+) -> None:
+    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", parallel_min_rows)
+    conn = connect(nasty_db)
+    req = build_request("nasty", export_type, fmt, "2025-03-01", "2025-04-30")
+    expected = _oracle(conn, req)
+    assert b"".join(engine.chunks(conn, req)) == expected
+    info = engine.write_file(conn, req, tmp_path / f"out.{fmt}")
+    assert (tmp_path / f"out.{fmt}").read_bytes() == expected
+    assert info.rows == 3000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]  # no part files left
+    if fmt == "json":
+        assert len(json.loads(expected)) == 3000
+
+
+def test_split_day_gives_two_nonempty_halves(nasty_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", 100)
+    conn = connect(nasty_db)
+    req = build_request("nasty", "conversions", "csv", "2025-03-01", "2025-04-30")
+    split = raw._split_day(conn, req)
+    assert split is not None
+    days = [date.fromisoformat(d) for (d,) in conn.execute("SELECT day FROM conversions")]
+    before = sum(d <= split for d in days)
+    assert 0 < before < len(days)
+    assert abs(before - len(days) / 2) <= max(days.count(d) for d in set(days))
+
+
+def test_cancelling_a_parallel_export_leaves_no_files(
+    nasty_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", 100)
+    monkeypatch.setattr(raw, "FETCH_ROWS", 50)
+    conn = connect(nasty_db)
+    req = build_request("nasty", "microconversions", "csv", "2025-03-01", "2025-04-30")
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(engine.Cancelled):
+        engine.write_file(conn, req, tmp_path / "out.csv", cancelled=cancelled)
+    assert list(tmp_path.iterdir()) == []
