@@ -41,7 +41,7 @@ def _body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[str, i
         ):
             yield "".join([f"{head}{tail}\r\n" for head, tail, _ in batch]), n
         else:
-            yield "".join(_csv_line(conn, req, *row, commas) for row in batch), n
+            yield "".join(_csv_line(conn, req, h, t, row_id, commas) for h, t, row_id in batch), n
 
 
 def _csv_line(
