@@ -127,8 +127,20 @@ def export_query(req: ExportRequest) -> Query:
 
 
 def estimate_query(req: ExportRequest) -> Query:
-    """A cheap count of the rows the export will have (exact for events)."""
+    """A cheap count of the rows the export will have: exact for events; for aggregates, exact
+    for unfiltered ones (from the day catalog), else the distinct keys of the main table."""
     t = req.type
+    days = [req.site_id, req.date_from.isoformat(), req.date_to.isoformat()]
+    if not req.conditions:
+        if t.kind == "events":
+            return "SELECT SUM(rows) FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?", [
+                req.site_id, t.key, *days[1:],
+            ]  # fmt: skip
+        return (
+            "SELECT COUNT(DISTINCT value) FROM day_keys WHERE site_id = ? AND dimension = ? "
+            "AND day BETWEEN ? AND ?",
+            [req.site_id, t.key, *days[1:]],
+        )
     if t.kind == "events":
         where, params = _range(req, t.key)
         return f"SELECT COUNT(*) FROM {t.key} WHERE {where}", params

@@ -7,6 +7,7 @@ Each event gets the local day of the site's time zone, and a copy of its visit's
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,21 @@ _INSERT_MICRO = (
     f"content_grouping, properties, landing_page, {_DIMS}) "
     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
 )
+_CATALOG_VISIT = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "country",
+    "device_type",
+    "browser",
+    "os",
+)
+_INSERT_KEY = "INSERT OR IGNORE INTO day_keys (site_id, dimension, day, value) VALUES (?, ?, ?, ?)"
+_ADD_ROWS = (
+    "INSERT INTO day_rows (site_id, kind, day, rows) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows"
+)
 _UPSERT_PAGE = (
     "INSERT INTO pages (site_id, path, content_grouping, first_day, last_day) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (site_id, path) DO UPDATE SET content_grouping = excluded.content_grouping, "
@@ -123,12 +139,16 @@ def insert_visits(
         rows_c: list[tuple[object, ...]] = []
         rows_m: list[tuple[object, ...]] = []
         pages: dict[str, list[str | None]] = {}
+        keys: set[tuple[str, str, str]] = set()  # (dimension, day, value) for the estimate catalog
+        day_rows: Counter[tuple[str, str]] = Counter()
         for visit in batch:
             if not visit.pages:
                 raise ValueError("a visit needs at least one page view")
             dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
             landing = visit.pages[0]
             ts, day = _stamp(landing.ts, tz)
+            keys.update((d, day, getattr(visit, d) or "") for d in _CATALOG_VISIT)
+            keys.add(("landing_page", day, landing.path))
             rows_v.append(
                 (next_id, site.site_id, day, ts, landing.path, landing.content_grouping,
                  len(visit.pages), *dims)
@@ -140,14 +160,18 @@ def insert_visits(
                      landing.path, *dims)
                 )  # fmt: skip
                 _note_page(pages, pv.path, pv.content_grouping, day)
+                keys.add(("path", day, pv.path))
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
+                keys.add(("path", day, c.path))
+                day_rows[("conversions", day)] += 1
                 rows_c.append(
                     (site.site_id, day, ts, next_id, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
                 )  # fmt: skip
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
+                day_rows[("microconversions", day)] += 1
                 rows_m.append(
                     (site.site_id, day, ts, next_id, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
@@ -158,6 +182,8 @@ def insert_visits(
         conn.executemany(_INSERT_CONVERSION, rows_c)
         conn.executemany(_INSERT_MICRO, rows_m)
         conn.executemany(_UPSERT_PAGE, [(site.site_id, path, *info) for path, info in pages.items()])
+        conn.executemany(_INSERT_KEY, [(site.site_id, *key) for key in keys])
+        conn.executemany(_ADD_ROWS, [(site.site_id, kind, day, n) for (kind, day), n in day_rows.items()])
         counts.visits += len(rows_v)
         counts.pageviews += len(rows_p)
         counts.conversions += len(rows_c)
@@ -185,7 +211,7 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
             info[2] = day
 
 
-ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages")
+ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows")
 
 
 def site_has_data(conn: sqlite3.Connection, site_id: str) -> bool:

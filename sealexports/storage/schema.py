@@ -140,3 +140,45 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         CREATE INDEX export_jobs_status ON export_jobs (status)
         """,
     )
+
+
+# The dimensions whose values the estimate catalog keeps, by day.
+CATALOG_DIMENSIONS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",
+    "landing_page", "path",
+)  # fmt: skip
+
+
+@migrations()
+def m002_estimate_catalog(db: sqlite_utils.Database) -> None:
+    """Which values each dimension takes on each day, and how many raw events each day has:
+    unfiltered estimates read these instead of the events."""
+    _run(
+        db,
+        """
+        CREATE TABLE day_keys (
+            site_id TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            day TEXT NOT NULL,
+            value TEXT NOT NULL,  -- '' stands for a missing value
+            PRIMARY KEY (site_id, dimension, day, value)
+        ) WITHOUT ROWID;
+        CREATE TABLE day_rows (
+            site_id TEXT NOT NULL,
+            kind TEXT NOT NULL,  -- conversions | microconversions
+            day TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            PRIMARY KEY (site_id, kind, day)
+        ) WITHOUT ROWID
+        """,
+    )
+    for dim in CATALOG_DIMENSIONS:
+        for table in ["pageviews", "conversions"] if dim == "path" else ["visits"]:
+            db.execute(
+                f"INSERT OR IGNORE INTO day_keys SELECT DISTINCT site_id, '{dim}', day, ifnull({dim}, '') "
+                f"FROM {table}"
+            )
+    for kind in ("conversions", "microconversions"):
+        db.execute(
+            f"INSERT INTO day_rows SELECT site_id, '{kind}', day, COUNT(*) FROM {kind} GROUP BY site_id, day"
+        )
