@@ -144,14 +144,17 @@ def parse_advanced(expression: str) -> list[Condition]:
 
 
 def where_clause(
-    conditions: tuple[Condition, ...], table: str, alias: Callable[[str], str] = str
+    conditions: tuple[Condition, ...],
+    table: str | Mapping[str, str | None],
+    alias: Callable[[str], str] = str,
 ) -> tuple[str, list[str]]:
-    """SQL (ANDed, starting with ' AND', or '') and parameters for the conditions on one table."""
-    columns = TABLE_COLUMNS[table]
+    """SQL (ANDed, starting with ' AND', or '') and parameters for the conditions on one table
+    (or on the columns a mapping names: fields it does not name add no condition)."""
+    columns = TABLE_COLUMNS[table] if isinstance(table, str) else table
     sql: list[str] = []
     params: list[str] = []
     for c in conditions:
-        column = columns[c.field]
+        column = columns.get(c.field)
         if column is None:
             continue
         operator = OPERATORS[c.op]

@@ -126,29 +126,37 @@ def export_query(req: ExportRequest) -> Query:
     return sql + " ORDER BY e DESC, k", params
 
 
+_CATALOG_FIELDS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",
+    "landing_page", "path",
+)  # fmt: skip
+
+
 def estimate_query(req: ExportRequest) -> Query:
-    """A cheap count of the rows the export will have: exact for events; for aggregates, exact
-    for unfiltered ones (from the day catalog), else the distinct keys of the main table."""
+    """A cheap count of the rows the export will have.
+
+    Raw events: exact (the day catalog's counts when unfiltered, else a count over the index).
+    Aggregates: the values the day catalog saw in the range, narrowed by the conditions on the
+    export's own dimension, and 0 if a condition matches no value of its dimension at all:
+    exact when unfiltered, otherwise at least the real count.
+    """
     t = req.type
-    days = [req.site_id, req.date_from.isoformat(), req.date_to.isoformat()]
-    if not req.conditions:
-        if t.kind == "events":
-            return "SELECT SUM(rows) FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?", [
-                req.site_id, t.key, *days[1:],
-            ]  # fmt: skip
-        return (
-            "SELECT COUNT(DISTINCT value) FROM day_keys WHERE site_id = ? AND dimension = ? "
-            "AND day BETWEEN ? AND ?",
-            [req.site_id, t.key, *days[1:]],
-        )
+    days = [req.date_from.isoformat(), req.date_to.isoformat()]
     if t.kind == "events":
-        where, params = _range(req, t.key)
-        return f"SELECT COUNT(*) FROM {t.key} WHERE {where}", params
-    table = "pageviews" if t.kind == "pages" else "visits"
-    key = "path" if t.kind == "pages" else t.key
-    where, params = _range(req, table)
-    # COUNT(DISTINCT) skips NULL, yet missing values make a row of their own.
-    return (
-        f"SELECT COUNT(DISTINCT {key}) + COALESCE(MAX({key} IS NULL), 0) FROM {table} WHERE {where}",
-        params,
-    )
+        if not req.conditions:
+            return (
+                "SELECT SUM(rows) FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?",
+                [req.site_id, t.key, *days],
+            )
+        where, where_params = _range(req, t.key)
+        return f"SELECT COUNT(*) FROM {t.key} WHERE {where}", where_params
+    catalog = "FROM day_keys WHERE site_id = ? AND dimension = ? AND day BETWEEN ? AND ?"
+    own, own_params = where_clause(req.conditions, {t.key: "value"})
+    sql = f"SELECT COUNT(DISTINCT value) {catalog}{own}"
+    params: list[object] = [req.site_id, t.key, *days, *own_params]
+    for c in req.conditions:
+        if c.field in _CATALOG_FIELDS:
+            cond, cond_params = where_clause((c,), {c.field: "value"})
+            sql += f" AND EXISTS (SELECT 1 {catalog}{cond})"
+            params += [req.site_id, c.field, *days, *cond_params]
+    return sql, params
