@@ -60,6 +60,10 @@ class LimitReached(SealExportsError):
         self.retry_after = retry_after
 
 
+class UnsupportedMediaType(SealExportsError):
+    code = "unsupported_media_type"
+
+
 class Conflict(SealExportsError):
     code = "conflict"
 

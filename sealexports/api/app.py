@@ -14,7 +14,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sealexports import __version__
 from sealexports.api.auth import provide_account
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
-from sealexports.api.exports import ExportsController
+from sealexports.api.exports import ExportsController, require_json
+from sealexports.api.limits import rate_limits
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
 from sealexports.config import Settings
@@ -70,6 +71,8 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "account": Provide(provide_account, sync_to_thread=True),
         },
+        middleware=rate_limits(services),
+        before_request=require_json,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id],
         lifespan=[lifespan],

@@ -11,12 +11,18 @@ from sealexports.errors import Unauthorized
 from sealexports.storage.accounts import Account, authenticate
 
 
-def provide_account(request: Request[Any, Any, Any], services: Services) -> Account:
+def api_key(request: Request[Any, Any, Any]) -> str | None:
+    """The key the request carries, if any."""
     key = request.headers.get("x-api-key")
     if key is None:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credentials:
             key = credentials.strip()
+    return key or None
+
+
+def provide_account(request: Request[Any, Any, Any], services: Services) -> Account:
+    key = api_key(request)
     if not key:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
     return authenticate(services.db.get(), key)

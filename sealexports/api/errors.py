@@ -28,6 +28,7 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.TooLarge: 413,
     errors.LimitReached: 429,
     errors.Conflict: 409,
+    errors.UnsupportedMediaType: 415,
 }
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
@@ -94,7 +95,11 @@ def validation_error(request: Request[Any, Any, Any], exc: ValidationException) 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     headers = dict(exc.headers or {})
-    return error_response(request, exc.status_code, exc.detail, headers=headers or None)
+    message = exc.detail
+    if exc.status_code == 429 and "X-RateLimit-Reset" in headers:
+        headers["Retry-After"] = headers["X-RateLimit-Reset"]
+        message = f"rate limit of {headers.get('X-RateLimit-Limit')} requests per minute reached for this key"
+    return error_response(request, exc.status_code, message, headers=headers or None)
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

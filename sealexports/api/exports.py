@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 from litestar.response import File, Stream
 
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
 from sealexports.api.services import Services
-from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge
+from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
@@ -91,6 +91,14 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
         will_use_background_job=est.will_use_background_job,
         estimated_duration_seconds=est.estimated_duration_seconds,
     )
+
+
+def require_json(request: Request[Any, Any, Any]) -> None:
+    """Bodies are JSON: another declared Content-Type is a 415 (none at all is taken as JSON)."""
+    if request.method == "POST":
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(f"Content-Type must be application/json, got {media_type!r}")
 
 
 class ExportsController(Controller):
