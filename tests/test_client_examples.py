@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,7 @@ from sealexports.exports import engine
 from sealexports.exports.request import build_request
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
-from tests import spec_client
+from tests import live, spec_client
 from tests.conftest import DemoDB, seed_demo
 
 SYNC_ROW_LIMIT = 300
@@ -32,53 +29,21 @@ class LiveServer:
     base_url: str
     key: str
     demo: DemoDB
-    process: subprocess.Popen[bytes]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    server: live.Server
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("live")
     demo = seed_demo(root / "live.db", visits=3000, days=10)
     conn = connect(demo.path)
     key = create_key(conn, "demo")
     conn.close()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SEALEXPORTS_EXPORTS_DIR": str(root / "exports"),
-        "SEALEXPORTS_SYNC_ROW_LIMIT": str(SYNC_ROW_LIMIT),
-        "SEALEXPORTS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sealexports", "--db", str(demo.path), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "wb"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("server did not start: " + (root / "server.log").read_text())
-        time.sleep(0.1)
-    yield LiveServer(f"{base}/api/v1", key, demo, process)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to exit with it.
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) in (0, -signal.SIGTERM)
-    log = (root / "server.log").read_text()
-    assert "Application shutdown complete" in log, log
+    with live.running(demo.path, root, env={"SEALEXPORTS_SYNC_ROW_LIMIT": str(SYNC_ROW_LIMIT)}) as server:
+        yield LiveServer(server.api, key, demo, server)
+        # A clean shutdown on SIGTERM (uvicorn then re-raises the signal to exit with it).
+        assert server.stop() in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.log.read_text()
 
 
 def _expected(demo: DemoDB, export_type: str, filters: dict[str, str] | None = None) -> bytes:
@@ -95,16 +60,25 @@ def _expected(demo: DemoDB, export_type: str, filters: dict[str, str] | None = N
     [("sources", {"country": "ES"}, False), ("microconversions", None, True)],
 )
 def test_python_example_exports_and_downloads(
-    live: LiveServer, tmp_path: Path, export_type: str, filters: dict[str, str] | None, background: bool
+    live_server: LiveServer,
+    tmp_path: Path,
+    export_type: str,
+    filters: dict[str, str] | None,
+    background: bool,
 ) -> None:
-    spec_client.BASE_URL = live.base_url
-    spec_client.API_KEY = live.key
+    spec_client.BASE_URL = live_server.base_url
+    spec_client.API_KEY = live_server.key
     # The example's own first call decides sync or background; check the size puts us on the path.
     est = requests.post(
-        f"{live.base_url}/exports/estimate",
-        headers={"X-API-Key": live.key},
+        f"{live_server.base_url}/exports/estimate",
+        headers={"X-API-Key": live_server.key},
         params={"site_id": "demo"},
-        json={"export_type": export_type, "date_from": str(live.demo.date_from), "date_to": str(live.demo.date_to), "filters": filters or {}},
+        json={
+            "export_type": export_type,
+            "date_from": str(live_server.demo.date_from),
+            "date_to": str(live_server.demo.date_to),
+            "filters": filters or {},
+        },
         timeout=10,
     ).json()
     assert est["will_use_background_job"] is background
@@ -112,33 +86,40 @@ def test_python_example_exports_and_downloads(
     url = spec_client.export_data(
         site_id="demo",
         export_type=export_type,
-        date_from=str(live.demo.date_from),
-        date_to=str(live.demo.date_to),
+        date_from=str(live_server.demo.date_from),
+        date_to=str(live_server.demo.date_to),
         filters=filters,
     )
     out = tmp_path / "export.csv"
     spec_client.download_file(url, out)
-    assert out.read_bytes() == _expected(live.demo, export_type, filters)
+    assert out.read_bytes() == _expected(live_server.demo, export_type, filters)
 
 
-def test_javascript_example_streams_a_small_export(live: LiveServer) -> None:
-    result = _node(live, "sources")
+def test_javascript_example_streams_a_small_export(live_server: LiveServer) -> None:
+    result = _node(live_server, "sources")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == _expected(live.demo, "sources")
+    assert result.stdout == _expected(live_server.demo, "sources")
 
 
-def test_javascript_example_gets_413_for_a_large_export(live: LiveServer) -> None:
-    result = _node(live, "microconversions")
+def test_javascript_example_gets_413_for_a_large_export(live_server: LiveServer) -> None:
+    result = _node(live_server, "microconversions")
     assert result.returncode == 3
     assert b"Export too large for streaming. Use background job." in result.stderr
 
 
-def _node(live: LiveServer, export_type: str) -> subprocess.CompletedProcess[bytes]:
+def _node(live_server: LiveServer, export_type: str) -> subprocess.CompletedProcess[bytes]:
     node = shutil.which("node")
     assert node, "node is needed to run the spec's JavaScript example"
     return subprocess.run(
-        [node, str(HERE / "spec_client.mjs"), "demo", export_type, str(live.demo.date_from), str(live.demo.date_to)],
-        env={**os.environ, "BASE_URL": live.base_url, "API_KEY": live.key},
+        [
+            node,
+            str(HERE / "spec_client.mjs"),
+            "demo",
+            export_type,
+            str(live_server.demo.date_from),
+            str(live_server.demo.date_to),
+        ],
+        env={**os.environ, "BASE_URL": live_server.base_url, "API_KEY": live_server.key},
         capture_output=True,
         timeout=60,
     )

@@ -1,0 +1,85 @@
+"""A real `sealexports serve` in a subprocess on a free loopback port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+@dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/v1"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Stop the server; its exit status (uvicorn re-raises SIGTERM after a clean shutdown)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(
+    db: Path, workdir: Path, *, env: dict[str, str] | None = None, config: Path | None = None
+) -> Server:
+    """Start the server on `db` and wait until /healthz answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "SEALEXPORTS_EXPORTS_DIR": str(workdir / "exports"),
+        "SEALEXPORTS_PUBLIC_URL": url,
+        **(env or {}),
+    }
+    args = [sys.executable, "-m", "sealexports", "--db", str(db)]
+    if config:
+        args += ["--config", str(config)]
+    process = subprocess.Popen(
+        [*args, "serve", "--port", str(port)],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Server(url, process, log)
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("server did not start:\n" + log.read_text())
+        time.sleep(0.1)
+
+
+@contextmanager
+def running(db: Path, workdir: Path, **kwargs: object) -> Iterator[Server]:
+    server = start(db, workdir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
