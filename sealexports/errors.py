@@ -72,3 +72,16 @@ class Cancelled(SealExportsError):
     """An export was cancelled while it was being written."""
 
     code = "cancelled"
+
+
+class InvalidEvents(InvalidRequest):
+    """An import with bad events: nothing of it was written. `errors` holds the first few
+    (line, field, message) found, in line order; `count` how many there were in all."""
+
+    code = "invalid_events"
+
+    def __init__(self, message: str, *, errors: list[tuple[int, str | None, str]], count: int) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.count = count
+        self.detail = [{"line": line, "field": f, "message": m} for line, f, m in errors]

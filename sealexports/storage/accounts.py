@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sealexports.config import PLAN_NAMES
-from sealexports.errors import InvalidRequest, NotFound, Unauthorized
+from sealexports.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sealexports.storage.database import transaction
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 KEY_PREFIX_LEN = 12
+# What a key may do: 'read' exports (the default), or 'write' events (ingestion keys). A key has one.
+SCOPES = ("read", "write")
+_SCOPE_USE = {"read": "exports", "write": "sending events"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ApiKey:
     created_at: str
     last_used_at: str | None
     revoked_at: str | None
+    scope: str = "read"
 
 
 def now_iso() -> str:
@@ -108,21 +112,24 @@ def list_sites(conn: sqlite3.Connection) -> list[Site]:
     return [_site(r) for r in conn.execute(_SITE_SELECT + " ORDER BY s.site_id")]
 
 
-def create_key(conn: sqlite3.Connection, site_id: str, name: str | None = None) -> str:
+def create_key(conn: sqlite3.Connection, site_id: str, name: str | None = None, scope: str = "read") -> str:
     """A new key for the site's account. Only its hash is stored: the caller shows it once."""
+    if scope not in SCOPES:
+        raise InvalidRequest(f"unknown scope {scope!r} (expected one of {', '.join(SCOPES)})", field="scope")
     site = get_site(conn, site_id)
     key = "sm_" + secrets.token_urlsafe(32)
     with transaction(conn):
         conn.execute(
-            "INSERT INTO api_keys (account_id, name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            [site.account.id, name, key[:KEY_PREFIX_LEN], _hash(key), now_iso()],
+            "INSERT INTO api_keys (account_id, name, prefix, key_hash, created_at, scope) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [site.account.id, name, key[:KEY_PREFIX_LEN], _hash(key), now_iso(), scope],
         )
     return key
 
 
 def list_keys(conn: sqlite3.Connection) -> list[ApiKey]:
     rows = conn.execute(
-        "SELECT k.prefix, k.name, a.name, k.created_at, k.last_used_at, k.revoked_at "
+        "SELECT k.prefix, k.name, a.name, k.created_at, k.last_used_at, k.revoked_at, k.scope "
         "FROM api_keys k JOIN accounts a ON a.id = k.account_id ORDER BY k.id"
     )
     return [ApiKey(*r) for r in rows]
@@ -138,16 +145,22 @@ def revoke_key(conn: sqlite3.Connection, prefix: str) -> None:
         raise NotFound(f"no active key with prefix {prefix!r}")
 
 
-def authenticate(conn: sqlite3.Connection, key: str) -> Account:
-    """The account a key belongs to; Unauthorized for a missing, unknown or revoked key."""
+def authenticate(conn: sqlite3.Connection, key: str, scope: str | None = None) -> Account:
+    """The account a key belongs to; Unauthorized for a missing, unknown or revoked key,
+    Forbidden for a key without `scope` (None: any scope will do)."""
     row = conn.execute(
-        "SELECT a.id, a.name, a.plan FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+        "SELECT a.id, a.name, a.plan, k.scope FROM api_keys k JOIN accounts a ON a.id = k.account_id "
         "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         [_hash(key)],
     ).fetchone()
     if row is None:
         raise Unauthorized("invalid or revoked API key")
-    return Account(*row)
+    if scope is not None and row[3] != scope:
+        raise Forbidden(
+            f"this API key has the {row[3]!r} scope, for {_SCOPE_USE[row[3]]}; {_SCOPE_USE[scope]} "
+            f"needs a key with the {scope!r} scope (sealexports keys create --scope {scope})"
+        )
+    return Account(*row[:3])
 
 
 def _hash(key: str) -> str:

@@ -49,7 +49,11 @@ class Conversion:
 
 @dataclass(slots=True)
 class Visit:
-    """A visit; its first page view is the landing page."""
+    """A visit; its first page view is the landing page.
+
+    A visit already stored is continued by giving its `id` and `landing` page (and its
+    dimensions): `pages`, `conversions` and `microconversions` are then new events for it.
+    """
 
     pages: list[PageView]
     referrer: str | None = None
@@ -64,6 +68,8 @@ class Visit:
     os: str | None = None
     conversions: list[Conversion] = field(default_factory=list)
     microconversions: list[Conversion] = field(default_factory=list)
+    id: int | None = None  # set by insert_visits on a new visit
+    landing: PageView | None = None  # set (with id): continue the stored visit with this landing page
 
 
 @dataclass
@@ -113,6 +119,7 @@ _ADD_ROWS = (
     "INSERT INTO day_rows (site_id, kind, day, rows) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows"
 )
+_ADD_PAGE_VIEWS = "UPDATE visits SET page_views = page_views + ? WHERE id = ?"
 _UPSERT_PAGE = (
     "INSERT INTO pages (site_id, path, content_grouping, first_day, last_day) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (site_id, path) DO UPDATE SET content_grouping = excluded.content_grouping, "
@@ -128,7 +135,8 @@ def insert_visits(
     batch_size: int = 2000,
     progress: Callable[[InsertCounts], None] | None = None,
 ) -> InsertCounts:
-    """Insert visits and their events in batches. The caller owns the transaction."""
+    """Insert visits and their events in batches, or add events to stored visits (those given
+    with `landing`); sets `id` on each new visit. The caller owns the transaction."""
     tz = ZoneInfo(site.timezone)
     counts = InsertCounts()
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
@@ -141,22 +149,32 @@ def insert_visits(
         pages: dict[str, list[str | None]] = {}
         keys: set[tuple[str, str, str]] = set()  # (dimension, day, value) for the estimate catalog
         day_rows: Counter[tuple[str, str]] = Counter()
+        added: list[tuple[int, int]] = []  # (page views, id) of continued visits
         for visit in batch:
-            if not visit.pages:
-                raise ValueError("a visit needs at least one page view")
             dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
-            landing = visit.pages[0]
-            ts, day = _stamp(landing.ts, tz)
-            keys.update((d, day, getattr(visit, d) or "") for d in _CATALOG_VISIT)
-            keys.add(("landing_page", day, landing.path))
-            rows_v.append(
-                (next_id, site.site_id, day, ts, landing.path, landing.content_grouping,
-                 len(visit.pages), *dims)
-            )  # fmt: skip
+            if visit.landing is not None:  # a stored visit, continued
+                if visit.id is None:
+                    raise ValueError("a stored visit needs its id")
+                landing, vid, first = visit.landing, visit.id, -1
+                if visit.pages:
+                    added.append((len(visit.pages), vid))
+            else:
+                if not visit.pages:
+                    raise ValueError("a visit needs at least one page view")
+                landing, vid, first = visit.pages[0], next_id, 0
+                visit.id = vid
+                next_id += 1
+                ts, day = _stamp(landing.ts, tz)
+                keys.update((d, day, getattr(visit, d) or "") for d in _CATALOG_VISIT)
+                keys.add(("landing_page", day, landing.path))
+                rows_v.append(
+                    (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
+                     len(visit.pages), *dims)
+                )  # fmt: skip
             for i, pv in enumerate(visit.pages):
                 ts, day = _stamp(pv.ts, tz)
                 rows_p.append(
-                    (site.site_id, day, ts, next_id, pv.path, pv.content_grouping, int(i == 0),
+                    (site.site_id, day, ts, vid, pv.path, pv.content_grouping, int(i == first),
                      landing.path, *dims)
                 )  # fmt: skip
                 _note_page(pages, pv.path, pv.content_grouping, day)
@@ -166,18 +184,18 @@ def insert_visits(
                 keys.add(("path", day, c.path))
                 day_rows[("conversions", day)] += 1
                 rows_c.append(
-                    (site.site_id, day, ts, next_id, c.conversion_type, c.amount_cents, c.path,
+                    (site.site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
                 )  # fmt: skip
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
                 rows_m.append(
-                    (site.site_id, day, ts, next_id, m.conversion_type, m.path,
+                    (site.site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
                 )  # fmt: skip
-            next_id += 1
         conn.executemany(_INSERT_VISIT, rows_v)
+        conn.executemany(_ADD_PAGE_VIEWS, added)
         conn.executemany(_INSERT_PAGEVIEW, rows_p)
         conn.executemany(_INSERT_CONVERSION, rows_c)
         conn.executemany(_INSERT_MICRO, rows_m)
@@ -211,7 +229,10 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
             info[2] = day
 
 
-ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows")
+ANALYTICS_TABLES = (
+    "visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows",
+    "import_ids", "visit_keys",
+)  # fmt: skip
 
 
 def site_has_data(conn: sqlite3.Connection, site_id: str) -> bool:

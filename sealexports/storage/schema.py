@@ -182,3 +182,40 @@ def m002_estimate_catalog(db: sqlite_utils.Database) -> None:
         db.execute(
             f"INSERT INTO day_rows SELECT site_id, '{kind}', day, COUNT(*) FROM {kind} GROUP BY site_id, day"
         )
+
+
+@migrations()
+def m003_import_ids(db: sqlite_utils.Database) -> None:
+    """What ingestion needs to be idempotent and to stitch visits across batches.
+
+    `import_ids`: a 16-byte digest of every event taken in (of its `id`, else of its content),
+    so that importing the same events again skips them. `visit_keys`: for each visit key
+    ('v:' + visit_id, or 'u:' + visitor), the latest visit it made, so that the next batch can
+    continue it (times are POSIX seconds)."""
+    _run(
+        db,
+        """
+        CREATE TABLE import_ids (
+            site_id TEXT NOT NULL,
+            event_id BLOB NOT NULL,
+            PRIMARY KEY (site_id, event_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE visit_keys (
+            site_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            visit_id INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            last_ts REAL NOT NULL,
+            PRIMARY KEY (site_id, key)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
+@migrations()
+def m004_key_scopes(db: sqlite_utils.Database) -> None:
+    """API keys get a scope: 'read' (exports; every existing key) or 'write' (sending events)."""
+    db.execute(
+        "ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'read' "
+        "CHECK (scope IN ('read', 'write'))"
+    )

@@ -1,0 +1,263 @@
+"""One event of the events format (docs/events.md): its checks, its normal form and its id.
+
+`parse_event` turns a mapping (a JSON object, or a CSV row's cells) into an `Event` or raises
+`EventError` naming the field. Normal form: empty strings are missing values, times are POSIX
+seconds, amounts integer cents, `properties` minified JSON text, countries upper case,
+referrers a host name. Each event gets a 16-byte id: a digest of its `id` field when it has
+one, else of its canonical content (the normal form, with the raw `user_agent`), so that the
+same event imported twice is recognised, whatever its spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from sealexports.ingest.useragent import parse_user_agent
+
+KINDS = ("pageview", "conversion", "microconversion")
+DEVICE_TYPES = ("desktop", "mobile", "tablet")
+TEXT_FIELDS = (
+    "path", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "country", "device_type", "browser", "os", "content_grouping", "conversion_type", "user_agent",
+    "visitor",
+)  # fmt: skip
+FIELDS = frozenset((*TEXT_FIELDS, "id", "type", "ts", "amount", "properties", "visit_id"))
+MAX_TEXT = 2048  # characters in any text field
+MAX_PROPERTIES = 16_384  # characters of minified JSON
+MAX_ID = 256
+TS_MIN, TS_MAX = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01 UTC
+MAX_CENTS = 10**13
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+_NORMALISED = ("visitor", "referrer", "country", "device_type")  # in the canonical form as normalised
+
+
+class EventError(ValueError):
+    """A bad event: `field` (or None for the event as a whole) and what is wrong with it."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(slots=True)
+class Event:
+    """A valid event in normal form. The field order is storage.imports.STAGED_COLUMNS."""
+
+    line: int  # line (file) or index (API batch) it came from
+    kind: str
+    ts: float  # POSIX seconds
+    key: str  # the visit key: 'v:' + visit_id, or 'u:' + visitor
+    event_id: bytes
+    path: str
+    referrer: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    country: str | None = None
+    device_type: str | None = None
+    browser: str | None = None
+    os: str | None = None
+    content_grouping: str | None = None
+    conversion_type: str | None = None
+    amount_cents: int = 0
+    properties: str | None = None
+
+    @property
+    def rank(self) -> int:
+        """Page views sort before other events of the same second: a visit starts with one."""
+        return 0 if self.kind == "pageview" else 1
+
+
+def parse_event(raw: Mapping[str, Any], line: int) -> Event:
+    """The event in normal form, or EventError for the first problem found."""
+    unknown = [k for k in raw if k not in FIELDS]
+    if unknown:
+        raise EventError(unknown[0], "unknown field (see docs/events.md for the fields)")
+    v: dict[str, Any] = {k: x for k, x in raw.items() if x is not None and x != ""}
+    for name in TEXT_FIELDS:
+        if name in v:
+            _text(name, v[name])
+
+    kind = v.get("type")
+    if kind is None:
+        raise EventError("type", f"missing (one of {', '.join(KINDS)})")
+    if kind not in KINDS:
+        raise EventError("type", f"{kind!r} is not one of {', '.join(KINDS)}")
+    if "ts" not in v:
+        raise EventError("ts", "missing (ISO 8601 with an offset or Z, or epoch seconds)")
+    ts = _ts(v["ts"])
+    key = _visit_key(v)
+    path = v.get("path")
+    if path is None:
+        raise EventError("path", "missing (the page's path, e.g. /pricing)")
+    if not path.startswith("/"):
+        raise EventError("path", f"must start with '/' (a path, not a URL): {path[:80]!r}")
+
+    conversion_type = v.get("conversion_type")
+    amount_cents = 0
+    properties = None
+    if kind == "pageview":
+        for name in ("conversion_type", "amount", "properties"):
+            if name in v:
+                raise EventError(name, "page views have none (only conversions and microconversions)")
+    else:
+        if conversion_type is None:
+            raise EventError("conversion_type", f"missing (a {kind} needs one, e.g. purchase)")
+        if "amount" in v:
+            if kind != "conversion":
+                raise EventError("amount", "only conversions have an amount")
+            amount_cents = _cents(v["amount"])
+        if "properties" in v:
+            properties = _properties(v["properties"])
+
+    referrer = _referrer(v["referrer"]) if "referrer" in v else None
+    country = v.get("country")
+    if country is not None:
+        if not _COUNTRY.match(country):
+            raise EventError("country", f"{country[:20]!r} is not an ISO 3166-1 alpha-2 code like 'ES'")
+        country = country.upper()
+    device_type = v.get("device_type")
+    if device_type is not None:
+        device_type = device_type.lower()
+        if device_type not in DEVICE_TYPES:
+            given = v["device_type"][:20]
+            raise EventError("device_type", f"{given!r} is not one of {', '.join(DEVICE_TYPES)}")
+    browser, os_name = v.get("browser"), v.get("os")
+
+    canonical = {
+        **{k: v[k] for k in TEXT_FIELDS if k in v and k not in _NORMALISED},
+        "type": kind, "ts": ts, "key": key, "referrer": referrer, "country": country,
+        "device_type": device_type, "amount_cents": amount_cents, "properties": v.get("properties"),
+    }  # fmt: skip
+    if "id" in v:
+        event_id = _digest(b"id\0" + _id("id", v["id"]).encode())
+    else:
+        event_id = _digest(b"event\0" + orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS))
+
+    ua = v.get("user_agent")
+    if ua is not None and kind == "pageview" and not (device_type and browser and os_name):
+        parsed = parse_user_agent(ua)
+        device_type = device_type or parsed[0]
+        browser = browser or parsed[1]
+        os_name = os_name or parsed[2]
+
+    return Event(
+        line, kind, ts, key, event_id, path, referrer, v.get("utm_source"), v.get("utm_medium"),
+        v.get("utm_campaign"), v.get("utm_term"), v.get("utm_content"), country, device_type, browser,
+        os_name, v.get("content_grouping"), conversion_type, amount_cents, properties,
+    )  # fmt: skip
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise EventError(name, f"must be a string, got {_kind(value)}")
+    if len(value) > MAX_TEXT:
+        raise EventError(name, f"longer than {MAX_TEXT} characters")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _id(name: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise EventError(name, f"must be a string or an integer, got {_kind(value)}")
+    text = str(value)
+    if len(text) > MAX_ID:
+        raise EventError(name, f"longer than {MAX_ID} characters")
+    return text
+
+
+def _visit_key(v: Mapping[str, Any]) -> str:
+    if "visit_id" in v:
+        if "visitor" in v:
+            raise EventError("visit_id", "give visit_id or visitor, not both")
+        return "v:" + _id("visit_id", v["visit_id"])
+    if "visitor" in v:
+        return "u:" + str(v["visitor"])
+    raise EventError("visitor", "missing: an event needs a visit_id, or a visitor to stitch visits from")
+
+
+def _ts(value: Any) -> float:
+    if isinstance(value, bool):
+        raise EventError("ts", "must be an ISO 8601 time or epoch seconds, got a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        if _NUMBER.match(value):
+            seconds = float(value)
+        else:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise EventError("ts", f"{value[:40]!r} is not an ISO 8601 time or epoch seconds") from None
+            if parsed.tzinfo is None:
+                raise EventError("ts", f"{value[:40]!r} has no UTC offset: add one, or Z for UTC")
+            seconds = parsed.timestamp()
+    else:
+        raise EventError("ts", f"must be an ISO 8601 time or epoch seconds, got {_kind(value)}")
+    if not math.isfinite(seconds) or not TS_MIN <= seconds < TS_MAX:
+        hint = " (milliseconds? send seconds)" if math.isfinite(seconds) and seconds >= TS_MAX else ""
+        raise EventError("ts", f"{value!r} is outside 2000-2099{hint}")
+    return seconds
+
+
+def _cents(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise EventError("amount", f"must be a number, got {_kind(value)}")
+    if isinstance(value, str) and not _NUMBER.match(value):
+        raise EventError("amount", f"{value[:40]!r} is not a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise EventError("amount", f"{value!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise EventError("amount", f"{value!r} must be a number >= 0")
+    cents = amount * 100
+    if cents != cents.to_integral_value():
+        raise EventError("amount", f"{value!r} has more than 2 decimals")
+    if cents >= MAX_CENTS:
+        raise EventError("amount", f"{value!r} is too large")
+    return int(cents)
+
+
+def _properties(value: Any) -> str:
+    if not isinstance(value, dict):
+        raise EventError("properties", f"must be a JSON object, got {_kind(value)}")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > MAX_PROPERTIES:
+        raise EventError("properties", f"longer than {MAX_PROPERTIES} characters as JSON")
+    return text
+
+
+def _referrer(value: str) -> str | None:
+    """The referring host: 'https://www.google.com/search?q=x' and 'google.com' are google.com."""
+    try:
+        host = urlsplit(value).hostname if "://" in value else value.split("/", 1)[0].lower()
+    except ValueError:
+        raise EventError("referrer", f"{value[:80]!r} is not a URL or a host name") from None
+    if host and host.startswith("www."):
+        host = host[4:]
+    return host or None
