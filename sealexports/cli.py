@@ -15,10 +15,11 @@ import click
 
 from sealexports import __version__, demo
 from sealexports.config import PLAN_NAMES, Settings, load_settings
-from sealexports.errors import SealExportsError
+from sealexports.errors import InvalidEvents, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
+from sealexports.ingest import ImportReport, Meter, csv_items, import_events, ndjson_items
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.events import (
@@ -167,15 +168,20 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--site", required=True, help="A site of the account the key is for.")
 @click.option("--name", help="A label for the key.")
+@click.option(
+    "--scope", type=click.Choice(accounts.SCOPES), default="read", show_default=True,
+    help="read: exports. write: sending events (POST /api/v1/events), nothing else.",
+)  # fmt: skip
 @pass_state
-def keys_create(state: State, site: str, name: str | None) -> None:
+def keys_create(state: State, site: str, name: str | None, scope: str) -> None:
     """Create an API key and print it (only the key, on stdout). It is not shown again.
 
     \b
     Example:
         KEY=$(sealexports keys create --site demo --name ci)
+        INGEST_KEY=$(sealexports keys create --site demo --scope write --name tracker)
     """
-    click.echo(accounts.create_key(state.conn, site, name))
+    click.echo(accounts.create_key(state.conn, site, name, scope))
 
 
 @keys.command("list")
@@ -188,9 +194,9 @@ def keys_list(state: State) -> None:
         sealexports keys list
     """
     _table(
-        ["prefix", "account", "name", "created_at", "last_used_at", "revoked_at"],
+        ["prefix", "account", "scope", "name", "created_at", "last_used_at", "revoked_at"],
         [
-            (k.prefix, k.account, k.name, k.created_at, k.last_used_at, k.revoked_at)
+            (k.prefix, k.account, k.scope, k.name, k.created_at, k.last_used_at, k.revoked_at)
             for k in accounts.list_keys(state.conn)
         ],
     )
@@ -269,6 +275,118 @@ def _seed_summary(site: str, c: InsertCounts, elapsed: float) -> str:
         f"conversions, {c.microconversions:,} microconversions in {elapsed:.1f}s "
         f"({c.rows / elapsed:,.0f} rows/s)"
     )
+
+
+@cli.command("import")
+@click.argument("file", metavar="FILE|-")
+@click.option("--site", required=True, help="The site the events belong to.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["ndjson", "csv"]),
+    help="Default: csv for *.csv and *.csv.gz, else ndjson.",
+)  # fmt: skip
+@click.option("--skip-invalid", is_flag=True, help="Import the good events; list the bad ones.")
+@silent_option
+@pass_state
+def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: bool, silent: bool) -> None:
+    """Import events from FILE (or - for stdin) into SITE: NDJSON or CSV, see docs/events.md.
+
+    Every line is checked before anything is written: a bad line stops the import with its
+    line number, unless --skip-invalid. Events imported before are skipped, so importing a
+    file again adds nothing. *.gz files are read through gzip.
+
+    \b
+    Example:
+        sealexports import events.ndjson --site shop
+        zcat events.csv.gz | sealexports import - --site shop --format csv --skip-invalid
+    """
+    target = accounts.get_site(state.conn, site)
+    if fmt is None:
+        fmt = "csv" if file.removesuffix(".gz").endswith(".csv") else "ndjson"
+    started = time.perf_counter()
+    with _open_input(file) as (fh, size):
+        meter = Meter()
+        lines = meter.lines(fh)
+        items = csv_items(lines) if fmt == "csv" else ndjson_items(lines)
+        with _Phases(silent, size, meter) as progress:
+            try:
+                report = import_events(
+                    state.conn, target, items, skip_invalid=skip_invalid, progress=progress
+                )
+            except InvalidEvents as e:
+                progress.close()
+                if not silent:
+                    for line, field, message in e.errors[1:]:
+                        click.echo(f"line {line}: {field + ': ' if field else ''}{message}", err=True)
+                raise
+    if not silent:
+        click.echo(_import_summary(report, time.perf_counter() - started), err=True)
+
+
+@contextmanager
+def _open_input(name: str) -> Iterator[tuple[Any, int | None]]:
+    """The input as binary lines, and its size in bytes when known (for the progress bar)."""
+    if name == "-":
+        yield sys.stdin.buffer, None
+    elif name.endswith(".gz"):
+        import gzip
+
+        with gzip.open(name, "rb") as fh:
+            yield fh, None
+    else:
+        with open(name, "rb") as fh:
+            yield fh, Path(name).stat().st_size
+
+
+_PHASE_LABELS = {"read": "Reading", "check": "Checking", "write": "Importing"}
+
+
+class _Phases:
+    """Progress bars on stderr for an import's passes: reading (bytes), checking, writing."""
+
+    def __init__(self, silent: bool, size: int | None, meter: Meter) -> None:
+        self.silent, self.size, self.meter = silent, size, meter
+        self.phase: str | None = None
+        self.bar: Any = None
+
+    def __enter__(self) -> _Phases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if self.silent:
+            return
+        length = self.size if phase == "read" else total
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            if length:
+                self.bar = click.progressbar(length=length, label=_PHASE_LABELS[phase], file=sys.stderr)
+                self.bar.__enter__()
+        if self.bar is not None and length:
+            pos = self.meter.bytes if phase == "read" else done
+            self.bar.update(min(pos, length) - self.bar.pos)
+
+
+def _import_summary(r: ImportReport, elapsed: float) -> str:
+    c = r.counts
+    lines = [
+        f"Imported {r.imported:,} events ({c.visits:,} new visits, {c.pageviews:,} page views, "
+        f"{c.conversions:,} conversions, {c.microconversions:,} microconversions) in {elapsed:.1f}s "
+        f"({r.records / max(elapsed, 1e-9):,.0f} events/s); skipped {r.duplicates:,} duplicates"
+    ]
+    if r.invalid or r.rejected:
+        lines[0] += f", {r.invalid + r.rejected:,} bad lines:"
+        lines += [f"  line {e.line}: {e}" for e in r.errors]
+        if len(r.errors) < r.invalid + r.rejected:
+            lines.append(f"  ... and {r.invalid + r.rejected - len(r.errors):,} more")
+    return "\n".join(lines)
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from sealexports import __version__
 from sealexports.api.auth import provide_account
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
+from sealexports.api.events import EventsController
 from sealexports.api.exports import ExportsController, require_json
 from sealexports.api.limits import rate_limits
 from sealexports.api.schemas import HealthOut
@@ -66,7 +67,7 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
             services.db.close_all()
 
     return Litestar(
-        route_handlers=[ExportsController, healthz],
+        route_handlers=[ExportsController, EventsController, healthz],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "account": Provide(provide_account, sync_to_thread=True),

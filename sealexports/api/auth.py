@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from sealexports.api.services import Services
 from sealexports.errors import Unauthorized
@@ -25,4 +26,12 @@ def provide_account(request: Request[Any, Any, Any], services: Services) -> Acco
     key = api_key(request)
     if not key:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
-    return authenticate(services.db.get(), key)
+    return authenticate(services.db.get(), key, scope="read")
+
+
+async def provide_writer(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Account:
+    """The account of a key with the 'write' scope (sending events); 403 for a read-only key."""
+    key = api_key(request)
+    if not key:
+        raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
+    return authenticate(services.db.get(), key, scope="write")

@@ -94,11 +94,16 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
 
 
 def require_json(request: Request[Any, Any, Any]) -> None:
-    """Bodies are JSON: another declared Content-Type is a 415 (none at all is taken as JSON)."""
+    """Bodies are JSON: another declared Content-Type is a 415 (none at all is taken as JSON).
+    Routes with `opt={"ndjson": True}` (POST /events) also take NDJSON."""
     if request.method == "POST":
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        takes_ndjson = bool(request.route_handler.opt.get("ndjson"))
+        if takes_ndjson and media_type in ("application/x-ndjson", "application/ndjson"):
+            return
         if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-            raise UnsupportedMediaType(f"Content-Type must be application/json, got {media_type!r}")
+            ndjson = " or application/x-ndjson" if takes_ndjson else ""
+            raise UnsupportedMediaType(f"Content-Type must be application/json{ndjson}, got {media_type!r}")
 
 
 class ExportsController(Controller):

@@ -116,3 +116,21 @@ class ErrorOut(msgspec.Struct):
 class HealthOut(msgspec.Struct):
     status: Annotated[str, Meta(description="ok")]
     version: Annotated[str, Meta(description="sealexports version.")]
+
+
+class RejectedEventOut(msgspec.Struct):
+    index: Annotated[
+        int, Meta(description="The event's position: in the JSON array, or its NDJSON line, from 0.")
+    ]
+    field: Annotated[str | None, Meta(description="The field at fault, if one is.")]
+    message: Annotated[str, Meta(description="Why the event was not taken in.")]
+
+
+class EventsOut(msgspec.Struct):
+    accepted: Annotated[int, Meta(description="Events written.")]
+    rejected: Annotated[int, Meta(description="Events refused; see errors.")]
+    duplicates: Annotated[
+        int, Meta(description="Events skipped: taken in before (same id or content), or twice in the batch.")
+    ]
+    visits_created: Annotated[int, Meta(description="New visits; events may also continue stored visits.")]
+    errors: Annotated[list[RejectedEventOut], Meta(description="Each refused event, by index.")]

@@ -55,18 +55,17 @@ def ndjson_items(lines: Iterable[bytes], *, first: int = 1) -> Iterator[Item]:
 
 
 def json_array_items(body: bytes) -> Iterator[Item]:
-    """A JSON array of events, numbered from 0."""
+    """A JSON array of events, numbered from 0. EventError at once if the body is no array."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise EventError(None, f"the body is not valid JSON ({e})") from None
     if not isinstance(data, list):
         raise EventError(None, "the body must be a JSON array of events (or NDJSON, one event per line)")
-    for index, event in enumerate(data):
-        if isinstance(event, dict):
-            yield Item(index, event)
-        else:
-            yield Item(index, None, "an event must be a JSON object")
+    return (
+        Item(i, event) if isinstance(event, dict) else Item(i, None, "an event must be a JSON object")
+        for i, event in enumerate(data)
+    )
 
 
 def csv_items(lines: Iterable[bytes]) -> Iterator[Item]:
