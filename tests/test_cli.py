@@ -275,8 +275,8 @@ def test_keys_list_shows_the_prefix_never_the_key(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert key not in result.stdout
     table = parse_table(result.stdout)
-    assert table[0] == ["prefix", "account", "name", "created_at", "last_used_at", "revoked_at"]
-    assert table[1][:3] == [key[: accounts.KEY_PREFIX_LEN], "acme", "ci"]
+    assert table[0] == ["prefix", "account", "scope", "name", "created_at", "last_used_at", "revoked_at"]
+    assert table[1][:4] == [key[: accounts.KEY_PREFIX_LEN], "acme", "read", "ci"]
     assert len(table) == 2
 
 
@@ -289,10 +289,10 @@ def test_keys_revoke(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert prefix in result.stdout
     rows = {row[0]: row for row in parse_table(run(db_path, "keys", "list").stdout)[1:]}
-    # Non-empty cells: prefix, account, created_at [, revoked_at] (no name, never used).
-    assert len(rows[prefix]) == 4
-    assert rows[prefix][3].startswith("20")
-    assert len(rows[kept[: accounts.KEY_PREFIX_LEN]]) == 3
+    # Non-empty cells: prefix, account, scope, created_at [, revoked_at] (no name, never used).
+    assert len(rows[prefix]) == 5
+    assert rows[prefix][4].startswith("20")
+    assert len(rows[kept[: accounts.KEY_PREFIX_LEN]]) == 4
     conn = connect(db_path)
     with pytest.raises(Unauthorized):
         accounts.authenticate(conn, key)

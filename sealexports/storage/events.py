@@ -229,10 +229,8 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
             info[2] = day
 
 
-ANALYTICS_TABLES = (
-    "visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows",
-    "import_ids", "visit_keys",
-)  # fmt: skip
+ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows")
+INGEST_TABLES = ("import_ids", "visit_keys")  # what imports remember: it goes with the data
 
 
 def site_has_data(conn: sqlite3.Connection, site_id: str) -> bool:
@@ -241,5 +239,5 @@ def site_has_data(conn: sqlite3.Connection, site_id: str) -> bool:
 
 def delete_site_data(conn: sqlite3.Connection, site_id: str) -> None:
     """Remove a site's analytics rows (not the site). The caller owns the transaction."""
-    for table in ANALYTICS_TABLES:
+    for table in (*ANALYTICS_TABLES, *INGEST_TABLES):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", [site_id])
