@@ -15,7 +15,7 @@ import click
 
 from sealexports import __version__, demo
 from sealexports.config import PLAN_NAMES, Settings, load_settings
-from sealexports.errors import InvalidEvents, SealExportsError
+from sealexports.errors import SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
@@ -308,16 +308,7 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
         lines = meter.lines(fh)
         items = csv_items(lines) if fmt == "csv" else ndjson_items(lines)
         with _Phases(silent, size, meter) as progress:
-            try:
-                report = import_events(
-                    state.conn, target, items, skip_invalid=skip_invalid, progress=progress
-                )
-            except InvalidEvents as e:
-                progress.close()
-                if not silent:
-                    for line, field, message in e.errors[1:]:
-                        click.echo(f"line {line}: {field + ': ' if field else ''}{message}", err=True)
-                raise
+            report = import_events(state.conn, target, items, skip_invalid=skip_invalid, progress=progress)
     if not silent:
         click.echo(_import_summary(report, time.perf_counter() - started), err=True)
 

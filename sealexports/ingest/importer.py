@@ -30,6 +30,7 @@ from sealexports.storage.events import InsertCounts, insert_visits
 WINDOW = 5000  # events per window (and per transaction) of a file import
 BATCH_MAX_EVENTS = 10_000  # events in one HTTP batch
 MAX_REPORTED = 100  # bad lines kept for the report (all are counted)
+SHOWN = 5  # bad lines named in the error message
 Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
 
 
@@ -90,11 +91,11 @@ def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
 
 def _fail(log: ErrorLog) -> InvalidEvents:
     first = log.first()
-    head = f"line {first[0].line}: {first[0]}"
-    more = log.count - 1
-    tail = f" (and {more:,} more bad line{'s' if more > 1 else ''})" if more else ""
+    shown = "; ".join(f"line {r.line}: {r}" for r in first[:SHOWN])
+    more = log.count - min(len(first), SHOWN)
+    tail = f"; and {more:,} more bad line{'s' if more > 1 else ''}" if more else ""
     return InvalidEvents(
-        f"{head}{tail}; nothing was imported (fix the input, or use --skip-invalid)",
+        f"{shown}{tail}; nothing was imported (fix the input, or use --skip-invalid)",
         errors=[(r.line, r.field, r.message) for r in first],
         count=log.count,
     )
@@ -163,12 +164,12 @@ def import_events(
                 rows = []
                 tick("read", report.records, None)
         staged += staging.add(rows)
-        tick("read", report.records, None)
         report.invalid = log.count
         valid = report.records - report.invalid
         report.duplicates = valid - staged
         if log.count and not skip_invalid:
             raise _fail(log)
+        tick("read", report.records, None)
         report.duplicates += staging.drop_known(site.site_id)
         total = staging.sort()
 

@@ -52,7 +52,7 @@ def parse_user_agent(ua: str) -> tuple[str | None, str | None, str | None]:
         device_type = "tablet"  # Android browsers on phones say Mobile; on tablets they do not
     elif os_name in _MOBILE_OSES or "Mobile" in ua:
         device_type = "mobile"
-    elif os_name is not None or browser is not None:
+    elif os_name is not None:
         device_type = "desktop"
     else:
         device_type = None
