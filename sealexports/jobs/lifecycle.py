@@ -7,6 +7,7 @@ A running job stopped by a shutdown goes back to pending, to run again.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from enum import StrEnum
@@ -19,6 +20,8 @@ from sealexports.exports.engine import Estimate
 from sealexports.exports.request import ExportRequest
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Site, now_iso
+
+log = logging.getLogger(__name__)
 
 
 class Status(StrEnum):
@@ -96,15 +99,25 @@ def delete_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord
     (the runner sees the row is gone), a completed one loses its file."""
     store.delete_job(conn, job.job_id)
     if job.file_name:
-        (exports_dir / job.file_name).unlink(missing_ok=True)
+        remove_file(exports_dir / job.file_name)
 
 
 def expire_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord) -> bool:
     """A completed job becomes expired and loses its file; False if it was not completed."""
     expired = transition(conn, job.job_id, Status.COMPLETED, Status.EXPIRED)
     if expired and job.file_name:
-        (exports_dir / job.file_name).unlink(missing_ok=True)
+        remove_file(exports_dir / job.file_name)
     return expired
+
+
+def remove_file(path: Path) -> None:
+    """Delete an export file if there. A folder that cannot be written (read-only, failing disk)
+    is logged, not raised: the job's new state is already recorded, and a 500 on a download,
+    or a server that cannot start because a link expired, would be worse than a stray file."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("could not delete %s: %s", path, e.strerror or e)
 
 
 def is_due(job: store.JobRecord, now: str | None = None) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from sealexports.errors import Cancelled, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs.lifecycle import RUNNING, Status, transition
+from sealexports.jobs.lifecycle import RUNNING, Status, remove_file, transition
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import now_iso
 from sealexports.tokens import DownloadTokens
@@ -51,6 +51,7 @@ def run_export(
         return
     dest = exports_dir / f"{job_id}.{job.format}"
     try:
+        dest.unlink(missing_ok=True)  # an earlier attempt killed between its rename and its commit
         req = request_for(job)
         total = engine.count_estimate(conn, req)
         if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
@@ -115,9 +116,11 @@ def recover(conn: sqlite3.Connection, exports_dir: Path) -> list[str]:
                 conn, job.job_id, RUNNING, Status.FAILED, completed_at=now_iso(),
                 error_message=f"the export was interrupted {job.attempts} times; giving up",
             )  # fmt: skip
+            # A kill between the file's rename and the `completed` commit leaves a whole file.
+            remove_file(exports_dir / f"{job.job_id}.{job.format}")
         else:
             transition(conn, job.job_id, RUNNING, Status.PENDING, progress_percent=0)
     if exports_dir.is_dir():
         for tmp in exports_dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+            remove_file(tmp)
     return [job.job_id for job in store.jobs_in(conn, [Status.PENDING])]
