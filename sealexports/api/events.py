@@ -25,11 +25,11 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
 
 SiteId = Annotated[
     str | None,
-    Parameter(query="site_id", description="The site the events belong to (its slug).", required=False),
+    Parameter(description="The site the events belong to (its slug).", required=False),
 ]
 AccountId = Annotated[
     str | None,
-    Parameter(query="account_id", description="Same as site_id, as newer clients send it.", required=False),
+    Parameter(description="Same as site_id, as newer clients send it.", required=False),
 ]
 
 
