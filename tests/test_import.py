@@ -758,3 +758,12 @@ def test_existing_keys_become_read_only(tmp_path: Path) -> None:
     conn = connect(path)
     assert conn.execute("SELECT scope FROM api_keys").fetchall() == [("read",)]
     conn.close()
+
+
+def test_the_json_schema_names_exactly_the_fields_of_the_format() -> None:
+    from sealexports.ingest.event import FIELDS, KINDS
+
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "events.schema.json").read_text())
+    assert set(schema["properties"]) == FIELDS
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["type"]["enum"] == list(KINDS)
