@@ -19,6 +19,7 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs.lifecycle import RUNNING, Status, remove_file, transition
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import now_iso
+from sealexports.storage.database import connect
 from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,27 @@ def run_export(
         if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
             return
         shown = [0]
+        # The export's open cursor pins a read snapshot on `conn` until its last row. On `conn`,
+        # the job row would look as it was (a DELETE never seen) and a progress write would fail
+        # at once with "database is locked" (SQLITE_BUSY_SNAPSHOT) after any other connection's
+        # write. So the job row is read and written through a connection of its own meanwhile.
+        side = connect(conn.execute("PRAGMA database_list").fetchone()[2], migrate=False)
 
         def progress(rows: int) -> None:
             percent = min(99, rows * 100 // max(total, 1))
             if percent != shown[0]:
                 shown[0] = percent
-                store.set_progress(conn, job_id, percent)
+                store.set_progress(side, job_id, percent)
 
         def cancelled() -> bool:
             if stopping is not None and stopping.is_set():
                 raise _Stopping
-            return store.job_status(conn, job_id) != Status.GENERATING
+            return store.job_status(side, job_id) != Status.GENERATING
 
-        info = engine.write_file(conn, req, dest, progress=progress, cancelled=cancelled)
+        try:
+            info = engine.write_file(conn, req, dest, progress=progress, cancelled=cancelled)
+        finally:
+            side.close()
     except Cancelled:
         return  # deleted while generating: write_file left no file
     except _Stopping:
