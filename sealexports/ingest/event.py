@@ -54,7 +54,7 @@ class EventError(ValueError):
 
 @dataclass(slots=True)
 class Event:
-    """A valid event in normal form. The field order is storage.imports.STAGED_COLUMNS."""
+    """A valid event in normal form."""
 
     line: int  # line (file) or index (API batch) it came from
     kind: str

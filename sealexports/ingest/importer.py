@@ -17,6 +17,9 @@ import heapq
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from sealexports.errors import InvalidEvents, TooLarge
 from sealexports.ingest.event import Event, EventError, parse_event
@@ -74,11 +77,21 @@ class BatchReport:
 
 
 def _stage_row(e: Event) -> tuple[object, ...]:
-    return (
-        e.line, e.kind, e.ts, e.key, e.event_id, e.path, e.referrer, e.utm_source, e.utm_medium,
-        e.utm_campaign, e.utm_term, e.utm_content, e.country, e.device_type, e.browser, e.os,
-        e.content_grouping, e.conversion_type, e.amount_cents, e.properties, e.rank,
+    """The event as storage.imports.STAGED_COLUMNS: the rest of its fields as a JSON array."""
+    payload = orjson.dumps(
+        (e.kind, e.path, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_term,
+         e.utm_content, e.country, e.device_type, e.browser, e.os, e.content_grouping,
+         e.conversion_type, e.amount_cents, e.properties)
     )  # fmt: skip
+    return (e.line, e.key, e.ts, e.rank, e.event_id, payload)
+
+
+def _unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+    events = []
+    for line, key, ts, event_id, payload in rows:
+        p = orjson.loads(payload)
+        events.append(Event(line, p[0], ts, key, event_id, *p[1:]))
+    return events
 
 
 def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
@@ -177,7 +190,7 @@ def import_events(
             dry = Stitcher(_lookup(conn, site))
             done = 0
             for rows_ in staging.windows(window):
-                for r in dry.window([Event(*r) for r in rows_]).rejected:
+                for r in dry.window(_unstage(rows_)).rejected:
                     log.add(r)
                 done += len(rows_)
                 tick("check", done, total)
@@ -188,7 +201,7 @@ def import_events(
         done = 0
         for rows_ in staging.windows(window):
             with transaction(conn):
-                written = write_window(conn, site, stitcher, [Event(*r) for r in rows_])
+                written = write_window(conn, site, stitcher, _unstage(rows_))
             _add(report.counts, written.counts)
             report.duplicates += written.duplicates
             report.imported += len(written.stitched.accepted)

@@ -214,7 +214,8 @@ def insert_visits(
 def _stamp(ts: datetime, tz: ZoneInfo) -> tuple[str, str]:
     """(UTC timestamp with Z, local day of the site)."""
     utc = ts.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.astimezone(tz).date().isoformat()
+    # isoformat() is several times faster than strftime() and gives the same text (years >= 1000).
+    return utc.replace(tzinfo=None).isoformat(timespec="seconds") + "Z", utc.astimezone(tz).date().isoformat()
 
 
 def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None, day: str) -> None:

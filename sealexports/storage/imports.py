@@ -15,13 +15,10 @@ from typing import Any
 
 from sealexports.storage.events import VISIT_DIMENSIONS
 
-# The columns of a staged event, in the order of `ingest.event.Event`'s fields.
-STAGED_COLUMNS = (
-    "line", "kind", "ts", "key", "event_id", "path", *VISIT_DIMENSIONS, "content_grouping",
-    "conversion_type", "amount_cents", "properties",
-)  # fmt: skip
+# A staged event: what it sorts on, its id, and the rest of it as one JSON array (`payload`):
+# one bound value instead of sixteen makes staging about twice as fast.
+STAGED_COLUMNS = ("line", "key", "ts", "rank", "event_id", "payload")
 _COLS = ", ".join(STAGED_COLUMNS)
-_MARKS = ", ".join("?" * len(STAGED_COLUMNS))
 _PARAMS = 500  # bound parameters per IN (...) query
 
 
@@ -104,13 +101,13 @@ class Staging:
         conn.execute("DROP TABLE IF EXISTS temp.import_staged")
         conn.execute("DROP TABLE IF EXISTS temp.import_sorted")
         # event_id UNIQUE: a second copy of an event in the same input is skipped on the way in.
-        conn.execute(f"CREATE TEMP TABLE import_staged ({_COLS}, rank INTEGER NOT NULL, UNIQUE (event_id))")
+        conn.execute(f"CREATE TEMP TABLE import_staged ({_COLS}, UNIQUE (event_id))")
 
     def add(self, rows: Sequence[tuple[object, ...]]) -> int:
-        """Stage events (rows in STAGED_COLUMNS order, then rank); how many were new to the input."""
+        """Stage events (rows in STAGED_COLUMNS order); how many were new to the input."""
         before = self.conn.total_changes
         self.conn.execute("BEGIN")
-        self.conn.executemany(f"INSERT OR IGNORE INTO temp.import_staged VALUES ({_MARKS}, ?)", rows)
+        self.conn.executemany("INSERT OR IGNORE INTO temp.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
         self.conn.execute("COMMIT")
         return self.conn.total_changes - before
 
@@ -134,11 +131,13 @@ class Staging:
         return int(self.conn.execute("SELECT count(*) FROM temp.import_sorted").fetchone()[0])
 
     def windows(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
-        """The sorted events, `size` at a time: one short query each, no cursor held open."""
+        """The sorted events as (line, key, ts, event_id, payload), `size` at a time: one short
+        query each, no cursor held open."""
         last = 0
         while True:
             rows = self.conn.execute(
-                f"SELECT rowid, {_COLS} FROM temp.import_sorted WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                "SELECT rowid, line, key, ts, event_id, payload FROM temp.import_sorted "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 [last, size],
             ).fetchall()
             if not rows:
