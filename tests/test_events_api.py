@@ -238,7 +238,7 @@ def test_over_10000_events_is_413_and_writes_nothing(api: Client) -> None:
 
 
 def test_a_body_over_8_mib_is_413(api: Client) -> None:
-    assert_error_body(api.send(b"[" + b" " * (8 * 2**20) + b"]"), 413)
+    assert_error_body(api.send(b"[" + b" " * (8 * 2**20) + b"]"), 413, "the body is over 8 MiB")
 
 
 def test_a_body_over_32_mib_once_decompressed_is_413(api: Client) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import anyio
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
 from sealexports.api.auth import provide_writer
@@ -91,7 +92,13 @@ class EventsController(Controller):
         slug = site_id or account_id
         if not slug:
             raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
-        body = inflate(await request.body(), request.headers.get("content-encoding"))
+        try:
+            raw = await request.body()
+        except HTTPException as e:
+            if e.status_code != 413:
+                raise
+            raise TooLarge(f"the body is over {MAX_BODY_BYTES // 2**20} MiB; send smaller batches") from None
+        body = inflate(raw, request.headers.get("content-encoding"))
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type in NDJSON_TYPES:
             items = ndjson_items(body.splitlines(), first=0)

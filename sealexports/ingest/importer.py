@@ -212,7 +212,7 @@ def import_events(
         report.rejected = log.count - report.invalid
         report.errors = log.first()
         if report.counts.visits:
-            conn.execute("PRAGMA optimize")
+            imports.optimize(conn)
         return report
     finally:
         staging.close()

@@ -91,6 +91,11 @@ def save_visit_keys(
     )
 
 
+def optimize(conn: sqlite3.Connection) -> None:
+    """After a bulk load: let SQLite refresh the statistics its query planner uses."""
+    conn.execute("PRAGMA optimize")
+
+
 class Staging:
     """Events of one import, staged in the connection's temporary database and read back
     sorted by (visit key, time, page views first, line), one window at a time."""
