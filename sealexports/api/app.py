@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from sealexports import __version__
+from sealexports.api import openapi
 from sealexports.api.auth import provide_account
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
 from sealexports.api.events import EventsController
@@ -66,7 +67,7 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
                 await anyio.to_thread.run_sync(services.queue.stop)
             services.db.close_all()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[ExportsController, EventsController, healthz],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
@@ -87,3 +88,5 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
         ),
         debug=False,
     )
+    openapi.strict_bodies(app)
+    return app

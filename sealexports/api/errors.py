@@ -107,9 +107,18 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return error_response(request, 500, "internal server error")
 
 
+def recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """msgspec refuses JSON nested deeper than the interpreter's recursion limit (a 2 KB body of
+    `[` does it) with a RecursionError: bad input, not a server fault."""
+    if "while deserializing" in str(exc):
+        return error_response(request, 400, "JSON is nested too deeply")
+    return internal_error(request, exc)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     errors.SealExportsError: domain_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    RecursionError: recursion_error,
     Exception: internal_error,
 }

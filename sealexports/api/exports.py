@@ -12,6 +12,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 from litestar.response import File, Stream
 
+from sealexports.api import openapi
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
 from sealexports.api.services import Services
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
@@ -31,6 +32,7 @@ AccountId = Annotated[
     Parameter(query="account_id", description="Same as site_id, as newer clients send it.", required=False),
 ]
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
+MAX_OFFSET = 1_000_000_000
 
 
 def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
@@ -110,7 +112,13 @@ class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
 
-    @post("/", status_code=201, sync_to_thread=True, summary="Create an export job")
+    @post(
+        "/",
+        status_code=201,
+        sync_to_thread=True,
+        summary="Create an export job",
+        responses=openapi.CREATE,
+    )
     def create(
         self,
         data: ExportBody,
@@ -137,7 +145,13 @@ class ExportsController(Controller):
             message = f"Export failed: {job.error_message}"
         return CreateOut(job=job_out(services, job), estimate=_estimate_out(est), message=message)
 
-    @post("/estimate", status_code=200, sync_to_thread=True, summary="Estimate an export's size")
+    @post(
+        "/estimate",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Estimate an export's size",
+        responses=openapi.ESTIMATE,
+    )
     def estimate(
         self,
         data: ExportBody,
@@ -151,7 +165,7 @@ class ExportsController(Controller):
         est = engine.estimate(services.db.get(), _request(site, data), services.settings.sync_row_limit)
         return _estimate_out(est)
 
-    @get("/", sync_to_thread=True, summary="List export jobs")
+    @get("/", sync_to_thread=True, summary="List export jobs", responses=openapi.LIST)
     def list(
         self,
         account: Account,
@@ -159,7 +173,8 @@ class ExportsController(Controller):
         site_id: SiteId = None,
         account_id: AccountId = None,
         limit: Annotated[int, Parameter(ge=1, le=100, description="Max results (1-100).")] = 20,
-        offset: Annotated[int, Parameter(ge=0, description="Skip this many results.")] = 0,
+        # Bounded: past SQLite's integer range a huge offset was a 500 (OverflowError).
+        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Skip this many results.")] = 0,
         include_expired: Annotated[bool, Parameter(description="Include expired exports.")] = False,
     ) -> ListOut:
         """The site's export jobs, newest first."""
@@ -187,7 +202,12 @@ class ExportsController(Controller):
             )
         return ListOut(exports=summaries, total=total)
 
-    @get("/{job_id:str}", sync_to_thread=True, summary="Get an export job's status")
+    @get(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Get an export job's status",
+        responses=openapi.JOB,
+    )
     def status(
         self,
         job_id: JobId,
@@ -200,7 +220,13 @@ class ExportsController(Controller):
         site = _site(services, account, site_id, account_id)
         return job_out(services, _job(services, site, job_id))
 
-    @delete("/{job_id:str}", status_code=204, sync_to_thread=True, summary="Cancel or delete an export")
+    @delete(
+        "/{job_id:str}",
+        status_code=204,
+        sync_to_thread=True,
+        summary="Cancel or delete an export",
+        responses=openapi.JOB,
+    )
     def remove(
         self,
         job_id: JobId,
@@ -218,6 +244,8 @@ class ExportsController(Controller):
         "/download/{download_token:str}",
         sync_to_thread=True,
         summary="Download a completed export",
+        responses=openapi.DOWNLOAD,
+        operation_class=openapi.FileOperation,
     )
     def download(
         self, download_token: Annotated[str, Parameter(description="From download_url.")], services: Services
@@ -244,7 +272,14 @@ class ExportsController(Controller):
             content_disposition_type="attachment",
         )
 
-    @post("/stream", status_code=200, sync_to_thread=True, summary="Stream a small export")
+    @post(
+        "/stream",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Stream a small export",
+        responses=openapi.STREAM,
+        operation_class=openapi.FileOperation,
+    )
     def stream(
         self,
         data: ExportBody,

@@ -22,7 +22,9 @@ from sealexports.errors import Unauthorized
 from sealexports.storage.accounts import authenticate
 
 PLAN_CACHE_SECONDS = 30.0
-UNLIMITED = ("/schema", "/healthz", "/api/v1/exports/download")
+# Anchored: Litestar searches these anywhere in the path, so "/healthz" alone also exempted
+# GET /api/v1/exports/healthz (a job id) and gave any key unmetered requests.
+UNLIMITED = ("^/schema(/|$)", "^/healthz$", "^/api/v1/exports/download/")
 
 
 class KeyPlans:

@@ -128,7 +128,7 @@ def parse_advanced(expression: str) -> list[Condition]:
         if operator.is_regex:
             try:
                 re.compile(value)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:  # a{99999999999}; deep nesting
                 raise InvalidRequest(f"invalid regex in advanced filter {part!r}: {e}", field=where) from None
         if operator.is_list:
             items = tuple(value.split("|"))

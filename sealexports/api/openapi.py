@@ -1,0 +1,111 @@
+"""What the OpenAPI schema says beyond what Litestar infers: our error body for each status an
+operation may give, CSV or JSON for the two file endpoints, and bodies that refuse unknown fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from litestar import Litestar
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
+
+from sealexports.api.schemas import ErrorOut, ExportBody
+
+
+def errors(described: Mapping[int, str]) -> dict[int, ResponseSpec]:
+    """Each status with our error body, {detail, error: {code, message, detail}, request_id}."""
+    return {
+        status: ResponseSpec(data_container=ErrorOut, description=text, generate_examples=False)
+        for status, text in sorted(described.items())
+    }
+
+
+_MALFORMED = {400: "A malformed request."}  # replaces the 400 Litestar documents with its own body
+_KEYED = {
+    **_MALFORMED,
+    401: "Missing, unknown or revoked API key.",
+    404: "Unknown site, or a site of another account.",
+    422: "Invalid parameters (site_id missing, a value out of range): error.detail lists each.",
+    429: "Over the key's requests per minute: see Retry-After.",
+}
+_BODY = {
+    400: "The body is not valid JSON.",
+    413: "The body is over 64 KiB.",
+    415: "The Content-Type is not application/json.",
+    422: "Invalid body or parameters (type, dates, filters): error.detail lists each bad field.",
+}
+
+CREATE = errors(
+    {
+        **_KEYED,
+        **_BODY,
+        413: "The body is over 64 KiB, or the export over the plan's max rows per export.",
+        429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
+    }
+)
+ESTIMATE = errors({**_KEYED, **_BODY})
+STREAM = errors(
+    {**_KEYED, **_BODY, 413: "The body is over 64 KiB, or the export has too many rows to stream."}
+)
+LIST = errors(_KEYED)
+JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
+DOWNLOAD = errors(
+    {
+        **_MALFORMED,
+        404: "Unknown, tampered or deleted download link.",
+        410: "The link has expired, or its file is gone: create a new export.",
+    }
+)
+
+_FILE_CONTENT = {
+    "text/csv": OpenAPIMediaType(
+        schema=Schema(type=OpenAPIType.STRING, description="RFC 4180 CSV in UTF-8 with a header row.")
+    ),
+    "application/json": OpenAPIMediaType(
+        schema=Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=OpenAPIType.OBJECT),
+            description="One array of objects keyed by the CSV header.",
+        )
+    ),
+}
+
+
+@dataclass
+class FileOperation(Operation):
+    """An operation whose 200 is an export file: text/csv or application/json, as the request's
+    `format` says, sent as an attachment (Litestar alone would document one media type)."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.description = "The export file, as an attachment."
+            ok.content = dict(_FILE_CONTENT)
+            headers = dict(ok.headers or {})
+            if "last-modified" in headers:  # an HTTP date, not the date-time Litestar declares
+                headers["last-modified"] = OpenAPIHeader(
+                    schema=Schema(type=OpenAPIType.STRING),
+                    description="When the file was written (HTTP date).",
+                )
+            headers["content-disposition"] = OpenAPIHeader(
+                schema=Schema(type=OpenAPIType.STRING),
+                description='attachment; filename="..." (the file name for the export).',
+                required=True,
+            )
+            ok.headers = headers
+
+
+def strict_bodies(app: Litestar) -> None:
+    """Say what msgspec enforces (forbid_unknown_fields) and Litestar leaves out: a request body
+    with an unknown field is refused (422)."""
+    schemas = app.openapi_schema.components.schemas
+    for struct in (ExportBody,):
+        schemas[struct.__name__].additional_properties = False

@@ -1,0 +1,407 @@
+"""Tenant isolation: two accounts, each with two sites, a key, a completed and a pending job.
+
+For every endpoint, one account's key on the other's site or job gets the very 404 an unknown one
+gets (same status, headers and body but for the identifier the caller sent) and nothing of the
+other's data; revoked keys get 401 everywhere; a download token serves its own job only, and only
+until it expires; tokens are signed, so they cannot be made from a job id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sealexports.storage import jobs as job_store
+from sealexports.storage.accounts import create_site, revoke_key
+from sealexports.storage.database import connect, secret_key
+from sealexports.tokens import DownloadTokens
+from tests import test_api
+from tests.apps import API, Api, ApiFactory, Template
+from tests.conftest import seed_demo
+from tests.test_api import assert_error
+
+small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
+
+SYNC_LIMIT = 50  # devices (3 rows) completes at once; pages (1,000+ rows) stays pending (no workers)
+OPERATIONS = {
+    ("post", API), ("post", f"{API}/estimate"), ("post", f"{API}/stream"), ("get", API),
+    ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
+    ("get", f"{API}/download/{{download_token}}"),
+}  # fmt: skip
+
+
+def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A figures line that shows in pytest's output without -s."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+@dataclass
+class Tenant:
+    account: str
+    key: str
+    sites: list[str]  # the first one has data and the jobs
+    completed: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    @property
+    def token(self) -> str:
+        return str(self.completed["download_url"]).rsplit("/", 1)[1]
+
+    def secrets(self) -> set[str]:
+        """What nobody else may ever see: ids, tokens, names."""
+        jobs = (self.completed, self.pending)
+        return {self.account, *self.sites, *(j["job_id"] for j in jobs), self.token}
+
+
+@dataclass
+class World:
+    api: Api
+    a: Tenant
+    b: Tenant
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[ApiFactory]:
+    with ExitStack() as stack:
+        yield ApiFactory(tmp_path, stack)
+
+
+def _jobs(api: Api, tenant: Tenant, fmt: str) -> None:
+    site, headers = tenant.sites[0], tenant.headers
+    tenant.completed = api.created(api.body("devices", format=fmt), site_id=site, headers=headers)["job"]
+    tenant.pending = api.created(api.body("pages"), site_id=site, headers=headers)["job"]
+    assert (tenant.completed["status"], tenant.pending["status"]) == ("completed", "pending")
+
+
+def build_world(make: ApiFactory, template: Template, **settings: Any) -> World:
+    """Account "demo" (sites demo, demo-blog) and account "rival-co" (sites rival, rival-blog),
+    each site of the first pair holding data over the same days."""
+    api = make(template, run_workers=False, sync_row_limit=SYNC_LIMIT, **settings)
+    end = date.fromisoformat(api.date_to)
+    seed_demo(api.settings.database, site_id="rival", visits=1500, days=10, end=end, seed=11)
+    with api.conn() as conn:
+        conn.execute("UPDATE accounts SET name = 'rival-co' WHERE name = 'rival'")
+        create_site(conn, "rival-blog", account="rival-co")
+        create_site(conn, "demo-blog", account="demo")
+    b_key = make.add_site(api, "rival-shop", account="rival-co")  # a key for the rival account
+    a = Tenant("demo", api.key, ["demo", "demo-blog"])
+    b = Tenant("rival-co", b_key, ["rival", "rival-blog", "rival-shop"])
+    _jobs(api, a, "csv")
+    _jobs(api, b, "json")
+    return World(api, a, b)
+
+
+@pytest.fixture
+def world(make: ApiFactory, small: Template) -> World:
+    return build_world(make, small)
+
+
+# --- Helpers -------------------------------------------------------------------------------------
+
+Call = Callable[[str, str], httpx.Response]  # (site_id parameter name, value) -> response
+
+
+def site_calls(api: Api, headers: dict[str, str]) -> dict[str, Call]:
+    """Each site-scoped endpoint, called with its site given as `site_id` or `account_id`."""
+    body = api.body("sources")
+
+    def call(method: str, path: str, with_body: bool) -> Call:
+        return lambda name, site: api.client.request(
+            method, path, params={name: site}, headers=headers, json=body if with_body else None
+        )
+
+    return {
+        "create": call("POST", API, True),
+        "estimate": call("POST", f"{API}/estimate", True),
+        "stream": call("POST", f"{API}/stream", True),
+        "list": call("GET", API, False),
+    }
+
+
+def canonical(r: httpx.Response, sent: str, placeholder: str) -> tuple[Any, ...]:
+    """What a caller can tell apart: status, header names, body (but for the identifier it sent
+    and the request id)."""
+    text = r.text.replace(r.headers.get("x-request-id", "\0"), "<rid>").replace(sent, placeholder)
+    names = sorted(k for k in r.headers if not k.startswith("x-ratelimit"))
+    return r.status_code, names, r.headers.get("content-type"), text
+
+
+def assert_nothing_leaks(r: httpx.Response, secrets: set[str], sent: str) -> None:
+    """Neither body nor headers carry another tenant's identifiers, except what the caller sent."""
+    seen = r.text + "".join(f"{k}:{v}" for k, v in r.headers.items())
+    leaked = sorted(s for s in secrets if s in seen and s not in sent)
+    assert not leaked, (r.request.method, str(r.request.url), leaked, r.text[:300])
+
+
+def snapshot(api: Api) -> list[tuple[Any, ...]]:
+    with api.conn() as conn:
+        return conn.execute(
+            "SELECT job_id, site_id, status, file_name, sha256, download_token FROM export_jobs ORDER BY id"
+        ).fetchall()
+
+
+# --- Other account's sites and jobs ---------------------------------------------------------------
+
+
+def test_schema_has_exactly_the_operations_checked_here(world: World) -> None:
+    paths = world.api.client.get("/schema/openapi.json").json()["paths"]
+    exports = {(m, p) for p, ops in paths.items() if p.startswith(API) for m in ops}
+    assert exports == OPERATIONS, "a new exports operation: add it to the isolation tests"
+
+
+@pytest.mark.parametrize("attacker", ["a", "b"])
+def test_other_accounts_sites_answer_exactly_like_unknown_sites(
+    world: World, attacker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, me, them = world.api, getattr(world, attacker), world.b if attacker == "a" else world.a
+    before = snapshot(api)
+    calls = site_calls(api, me.headers)
+    checked = 0
+    for endpoint, call in calls.items():
+        for name in ("site_id", "account_id"):
+            unknown = call(name, "nowhere")
+            assert_error(unknown, 404)
+            for site in them.sites:
+                r = call(name, site)
+                assert_error(r, 404)
+                assert canonical(r, site, "<site>") == canonical(unknown, "nowhere", "<site>"), endpoint
+                assert_nothing_leaks(r, them.secrets(), sent=str(r.request.url) + r.request.content.decode())
+                checked += 1
+    assert snapshot(api) == before, "nothing was created, changed or deleted"
+    # Each tenant's own list shows its own jobs and none of the other's.
+    mine = api.list(site_id=me.sites[0], headers=me.headers)
+    assert mine.status_code == 200
+    assert {j["job_id"] for j in mine.json()["exports"]} == {me.completed["job_id"], me.pending["job_id"]}
+    assert_nothing_leaks(mine, them.secrets(), sent="")
+    say(
+        capsys, f"isolation: {checked} calls by {me.account} on {them.account}'s sites: 404 like unknown ones"
+    )
+
+
+@pytest.mark.parametrize("attacker", ["a", "b"])
+def test_other_accounts_jobs_answer_exactly_like_unknown_jobs(
+    world: World, attacker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, me, them = world.api, getattr(world, attacker), world.b if attacker == "a" else world.a
+    before = snapshot(api)
+    checked = 0
+    for method in ("GET", "DELETE"):
+        for job in (them.completed, them.pending):
+            job_id, unknown_id = job["job_id"], str(uuid.uuid4())
+            # Through my own sites (the job is not there) and through theirs (not mine to see).
+            for site in [*me.sites, *them.sites]:
+
+                def call(jid: str, site: str = site, method: str = method) -> httpx.Response:
+                    return api.client.request(
+                        method, f"{API}/{jid}", params={"site_id": site}, headers=me.headers
+                    )
+
+                r, unknown = call(job_id), call(unknown_id)
+                assert_error(r, 404)
+                assert canonical(r, job_id, "<job>") == canonical(unknown, unknown_id, "<job>")
+                assert_nothing_leaks(r, them.secrets(), sent=str(r.request.url))
+                checked += 1
+    assert snapshot(api) == before, "their jobs are untouched"
+    for job in (them.completed, them.pending):
+        r = api.get_job(job["job_id"], site_id=them.sites[0], headers=them.headers)
+        assert r.status_code == 200 and r.json() == job
+    assert api.download(them.completed["download_url"]).status_code == 200
+    say(
+        capsys,
+        f"isolation: {checked} GET/DELETE by {me.account} on {them.account}'s jobs: 404 like unknown ids",
+    )
+
+
+def test_revoked_key_gets_401_on_every_endpoint(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    api, a, b = world.api, world.a, world.b
+    before = snapshot(api)
+    with api.conn() as conn:
+        revoke_key(conn, a.key[:12])
+    responses: list[httpx.Response] = []
+    for site in [*a.sites, *b.sites, "nowhere"]:
+        for name in ("site_id", "account_id"):
+            responses += [call(name, site) for call in site_calls(api, a.headers).values()]
+        for job in (a.completed, a.pending, b.completed):
+            responses.append(api.get_job(job["job_id"], site_id=site, headers=a.headers))
+            responses.append(api.delete(job["job_id"], site_id=site, headers=a.headers))
+    bearer = {"Authorization": f"Bearer {a.key}"}
+    responses += [api.list(headers=bearer), api.delete(a.pending["job_id"], headers=bearer)]
+    bodies = set()
+    for r in responses:
+        err = assert_error(r, 401)
+        bodies.add((err["detail"], err["error"]["code"]))
+    assert bodies == {("invalid or revoked API key", "unauthorized")}, "one answer, whatever was asked"
+    assert snapshot(api) == before
+    # The other account's key, and the download links (the token is the credential), still work.
+    assert api.list(site_id=b.sites[0], headers=b.headers).json()["total"] == 2
+    assert api.download(a.completed["download_url"]).status_code == 200
+    say(capsys, f"isolation: revoked key: {len(responses)} calls over 6 endpoints, all 401 with one body")
+
+
+# --- Download tokens ------------------------------------------------------------------------------
+
+
+def _file(api: Api, job_id: str) -> bytes:
+    with api.conn() as conn:
+        record = job_store.get_job(conn, job_id)
+    assert record.file_name
+    return (api.settings.exports_dir / record.file_name).read_bytes()
+
+
+def _tokens(api: Api) -> DownloadTokens:
+    with api.conn() as conn:
+        return DownloadTokens(secret_key(conn), api.settings.download_ttl_seconds)
+
+
+def fresh_token(api: Api, job_id: str, issued: str) -> str:
+    """A token signed now with the server's secret, once the clock has left the second in which
+    `issued` was signed (the same job and second would give the very same token)."""
+    signer = _tokens(api)
+    while (token := signer.sign(job_id)).split(".")[1] == issued.split(".")[1]:
+        time.sleep(0.05)
+    return token
+
+
+def start_of_second() -> None:
+    """Wait for a fresh second: completion times are kept to the second, so a job completed late
+    in one would lose most of a one-second TTL to the rounding."""
+    while time.time() % 1 > 0.05:
+        time.sleep(0.01)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_a_token_serves_only_its_own_job(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    api, a, b = world.api, world.a, world.b
+    for tenant in (a, b):
+        r = api.client.get(f"{API}/download/{tenant.token}")
+        assert r.status_code == 200
+        assert r.content == _file(api, tenant.completed["job_id"])
+    assert _file(api, a.completed["job_id"]) != _file(api, b.completed["job_id"])
+
+    a_payload, a_stamp, a_sig = a.token.split(".")
+    b_payload, b_stamp, b_sig = b.token.split(".")
+    forged = {
+        "b-payload-a-signature": f"{b_payload}.{a_stamp}.{a_sig}",
+        "a-payload-b-signature": f"{a_payload}.{b_stamp}.{b_sig}",
+        # Authentic signatures (the server's secret) over the other's job ids, but never issued:
+        "fresh-token-for-b": fresh_token(api, b.completed["job_id"], b.token),
+        "fresh-token-for-b-pending": fresh_token(api, b.pending["job_id"], b.token),
+    }
+    for name, token in forged.items():
+        assert token not in (a.token, b.token), name
+        r = api.client.get(f"{API}/download/{token}")
+        err = assert_error(r, 404)
+        assert err["detail"] == "download link not found", name
+        assert_nothing_leaks(r, a.secrets() | b.secrets(), sent=token)
+    say(
+        capsys,
+        f"isolation: {len(forged)} forged or swapped tokens: all 404; each real token serves its own file",
+    )
+
+
+def test_tokens_are_signed_not_derived_from_job_ids(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    api, a = world.api, world.a
+    job_id = a.completed["job_id"]
+    token = a.token
+    payload, stamp, signature = token.split(".")
+    assert job_id not in token and job_id.replace("-", "") not in token
+    # The payload is the job id, signed but not encrypted (tokens.py); the rest is a timestamp and
+    # an HMAC that only the server's secret can make.
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == job_id
+    assert len(signature) >= 27  # at least 160 bits
+    other_secret = DownloadTokens("not the server's secret", 3600)
+    guesses = {
+        "job-id": job_id,
+        "job-id-hex": uuid.UUID(job_id).hex,
+        "base64-job-id": _b64(job_id.encode()),
+        "base64-json-job-id": payload,
+        "unsigned": f"{payload}.{stamp}",
+        "sha256-job-id": hashlib.sha256(job_id.encode()).hexdigest(),
+        "other-secret": other_secret.sign(job_id),
+        "other-secret-same-stamp": f"{payload}.{stamp}.{other_secret.sign(job_id).rsplit('.', 1)[1]}",
+    }
+    for name, guess in guesses.items():
+        assert guess != token, name
+        assert_error(api.client.get(f"{API}/download/{guess}"), 404)
+    # The signature depends on the secret: the same job id and time signed with two secrets differ.
+    for _ in range(3):
+        pair = [DownloadTokens(secret, 3600).sign(job_id) for secret in ("secret one", "secret two")]
+        if pair[0].split(".")[1] == pair[1].split(".")[1]:
+            break
+    assert pair[0].split(".")[:2] == pair[1].split(".")[:2] and pair[0] != pair[1]
+    assert api.download(a.completed["download_url"]).status_code == 200
+    say(capsys, f"isolation: {len(guesses)} tokens made from the job id without the secret: all 404")
+
+
+def test_tokens_work_only_until_they_expire(
+    make: ApiFactory, small: Template, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = build_world(make, small, download_ttl_seconds=1)
+    api = world.api
+    lifetimes = []
+    for tenant in (world.a, world.b):
+        site, headers = tenant.sites[0], tenant.headers
+        assert api.delete(tenant.pending["job_id"], site_id=site, headers=headers).status_code == 204
+        start_of_second()
+        started = time.monotonic()
+        job = api.created(api.body("devices"), site_id=site, headers=headers)["job"]
+        assert api.download(job["download_url"]).status_code == 200, "alive within its TTL"
+        while (r := api.download(job["download_url"])).status_code == 200:
+            assert time.monotonic() - started < 10, "the link never expired"
+            time.sleep(0.05)
+        lifetimes.append(time.monotonic() - started)
+        assert "expired" in assert_error(r, 410)["detail"]
+        assert api.get_job(job["job_id"], site_id=site, headers=headers).json()["status"] == "expired"
+        # A fresh token over the expired job, even signed with the server's secret, serves nothing.
+        token = job["download_url"].rsplit("/", 1)[1]
+        assert_error(api.client.get(f"{API}/download/{fresh_token(api, job['job_id'], token)}"), 404)
+    # Both tenants' first links too (made earlier, with the same TTL).
+    for tenant in (world.a, world.b):
+        assert_error(api.download(tenant.completed["download_url"]), 410)
+    assert all(0.5 < t < 3.5 for t in lifetimes), lifetimes
+    assert api.files() == []
+    lived = ", ".join(f"{t:.1f}" for t in lifetimes)
+    say(capsys, f"isolation: download_ttl_seconds=1: one link per tenant, each lived {lived} s, then 410")
+
+
+def test_job_ids_are_not_sequential_or_guessable(world: World) -> None:
+    ids = [job["job_id"] for t in (world.a, world.b) for job in (t.completed, t.pending)]
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+    assert len(set(ids)) == len(ids)
+    # The sequential `id` is shown, but no endpoint takes it: asking for a job by it finds nothing.
+    r = world.api.get_job(str(world.b.completed["id"]), site_id=world.a.sites[0])
+    assert_error(r, 404)
+
+
+def test_database_has_one_account_per_tenant(world: World) -> None:
+    conn = connect(world.api.settings.database, migrate=False)
+    try:
+        rows = conn.execute(
+            "SELECT a.name, s.site_id FROM sites s JOIN accounts a ON a.id = s.account_id ORDER BY s.site_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    by_account: dict[str, set[str]] = {}
+    for account, site in rows:
+        by_account.setdefault(account, set()).add(site)
+    assert by_account == {"demo": set(world.a.sites), "rival-co": set(world.b.sites)}
