@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from litestar import Litestar, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
@@ -34,7 +34,7 @@ class Unavailable(SealExportsError):
 
 
 @get("/healthz", sync_to_thread=True, summary="Health check", tags=["service"])
-def healthz(services: Services) -> HealthOut:
+def healthz(services: NamedDependency[Services]) -> HealthOut:
     """200 with the version when the database answers."""
     try:
         services.db.get().execute("SELECT 1 FROM export_jobs LIMIT 1").fetchall()
@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
         route_handlers=[ExportsController, EventsController, healthz],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
-            "account": Provide(provide_account, sync_to_thread=True),
+            "account": Provide(provide_account),
         },
         middleware=rate_limits(services),
         before_request=require_json,

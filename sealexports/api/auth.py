@@ -22,7 +22,9 @@ def api_key(request: Request[Any, Any, Any]) -> str | None:
     return key or None
 
 
-def provide_account(request: Request[Any, Any, Any], services: Services) -> Account:
+async def provide_account(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Account:
+    """The key's account. One indexed read: it runs on the event loop (in WAL mode a reader
+    never waits for a writer), sparing every request a hop to a worker thread."""
     key = api_key(request)
     if not key:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
 from litestar.response import File, Stream
 
 from sealexports.api import openapi
@@ -21,15 +22,13 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.storage import jobs as store
-from sealexports.storage.accounts import Account, Site, get_site
+from sealexports.storage.accounts import Account, Site, get_site, now_iso
 from sealexports.storage.database import connect
 
-SiteId = Annotated[
-    str | None, Parameter(query="site_id", description="The site to export from (its slug).", required=False)
-]
+SiteId = Annotated[str | None, Parameter(description="The site to export from (its slug).", required=False)]
 AccountId = Annotated[
     str | None,
-    Parameter(query="account_id", description="Same as site_id, as newer clients send it.", required=False),
+    Parameter(description="Same as site_id, as newer clients send it.", required=False),
 ]
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
@@ -49,13 +48,24 @@ def _request(site: Site, data: ExportBody) -> ExportRequest:
 
 
 def _job(services: Services, site: Site, job_id: str) -> store.JobRecord:
-    conn = services.db.get()
-    job = store.get_job(conn, job_id, account_id=site.account.id)
+    """The site's job (a read: fast enough for the event loop)."""
+    job = store.get_job(services.db.get(), job_id, account_id=site.account.id)
     if job.site_id != site.site_id:
         raise NotFound(f"export job {job_id!r} not found")
-    if lifecycle.is_due(job) and lifecycle.expire_job(conn, services.settings.exports_dir, job):
-        job = store.get_job(conn, job_id)
     return job
+
+
+async def _current(services: Services, job: store.JobRecord) -> store.JobRecord:
+    """The job, expired first (a write, on a worker thread) if its link has passed its time."""
+    if not lifecycle.is_due(job):
+        return job
+
+    def expire() -> store.JobRecord:
+        conn = services.db.get()
+        lifecycle.expire_job(conn, services.settings.exports_dir, job)
+        return store.get_job(conn, job.job_id)
+
+    return await anyio.to_thread.run_sync(expire)
 
 
 def job_out(services: Services, job: store.JobRecord) -> JobOut:
@@ -121,9 +131,9 @@ class ExportsController(Controller):
     )
     def create(
         self,
-        data: ExportBody,
-        account: Account,
-        services: Services,
+        data: JSONBody[ExportBody],
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
     ) -> CreateOut:
@@ -154,9 +164,9 @@ class ExportsController(Controller):
     )
     def estimate(
         self,
-        data: ExportBody,
-        account: Account,
-        services: Services,
+        data: JSONBody[ExportBody],
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
     ) -> EstimateOut:
@@ -165,11 +175,11 @@ class ExportsController(Controller):
         est = engine.estimate(services.db.get(), _request(site, data), services.settings.sync_row_limit)
         return _estimate_out(est)
 
-    @get("/", sync_to_thread=True, summary="List export jobs", responses=openapi.LIST)
-    def list(
+    @get("/", summary="List export jobs", responses=openapi.LIST)
+    async def list(
         self,
-        account: Account,
-        services: Services,
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
         limit: Annotated[int, Parameter(ge=1, le=100, description="Max results (1-100).")] = 20,
@@ -180,7 +190,10 @@ class ExportsController(Controller):
         """The site's export jobs, newest first."""
         site = _site(services, account, site_id, account_id)
         conn = services.db.get()
-        lifecycle.expire_jobs(conn, services.settings.exports_dir)
+        if store.expired_jobs(conn, now_iso()):  # rare: expire them first, off the event loop
+            await anyio.to_thread.run_sync(
+                lambda: lifecycle.expire_jobs(services.db.get(), services.settings.exports_dir)
+            )
         jobs, total = store.list_jobs(
             conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
         )
@@ -202,23 +215,18 @@ class ExportsController(Controller):
             )
         return ListOut(exports=summaries, total=total)
 
-    @get(
-        "/{job_id:str}",
-        sync_to_thread=True,
-        summary="Get an export job's status",
-        responses=openapi.JOB,
-    )
-    def status(
+    @get("/{job_id:str}", summary="Get an export job's status", responses=openapi.JOB)
+    async def status(
         self,
         job_id: JobId,
-        account: Account,
-        services: Services,
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
     ) -> JobOut:
         """The job object, as in the create response."""
         site = _site(services, account, site_id, account_id)
-        return job_out(services, _job(services, site, job_id))
+        return job_out(services, await _current(services, _job(services, site, job_id)))
 
     @delete(
         "/{job_id:str}",
@@ -230,8 +238,8 @@ class ExportsController(Controller):
     def remove(
         self,
         job_id: JobId,
-        account: Account,
-        services: Services,
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
     ) -> None:
@@ -248,7 +256,9 @@ class ExportsController(Controller):
         operation_class=openapi.FileOperation,
     )
     def download(
-        self, download_token: Annotated[str, Parameter(description="From download_url.")], services: Services
+        self,
+        download_token: Annotated[str, Parameter(description="From download_url.")],
+        services: NamedDependency[Services],
     ) -> File:
         """No authentication: the signed token is the credential. 410 once expired."""
         conn = services.db.get()
@@ -282,9 +292,9 @@ class ExportsController(Controller):
     )
     def stream(
         self,
-        data: ExportBody,
-        account: Account,
-        services: Services,
+        data: JSONBody[ExportBody],
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
     ) -> Stream:
