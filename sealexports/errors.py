@@ -68,6 +68,12 @@ class Conflict(SealExportsError):
     code = "conflict"
 
 
+class Unavailable(SealExportsError):
+    """The service cannot answer now (e.g. its database is unreachable)."""
+
+    code = "unavailable"
+
+
 class Cancelled(SealExportsError):
     """An export was cancelled while it was being written."""
 

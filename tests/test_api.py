@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 
 from sealexports import __version__
-from sealexports.config import DEFAULT_PLANS, Plan
+from sealexports.api.app import create_app
+from sealexports.config import DEFAULT_PLANS, Plan, Settings
 from sealexports.exports.engine import human_size
 from sealexports.storage import jobs as job_store
 from sealexports.storage.accounts import revoke_key
@@ -876,3 +879,16 @@ def test_no_database_locked_while_two_background_exports_run(make: ApiFactory, b
     jobs = [api.wait(job_id)[0] for job_id in ids]
     assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
     assert jobs[0]["actual_rows"] == jobs[1]["actual_rows"] > 2000  # the same rows, as CSV and JSON
+
+
+def test_healthz_answers_503_when_the_database_is_gone(tmp_path: Path) -> None:
+    db = tmp_path / "gone.db"
+    app = create_app(Settings(database=db, exports_dir=tmp_path / "exports"), run_workers=False)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        conn = sqlite3.connect(db)
+        conn.execute("DROP TABLE export_jobs")
+        conn.close()
+        r = client.get("/healthz")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "unavailable"

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -725,3 +725,31 @@ def test_regex_nested_past_the_recursion_limit_gets_422(api: Api) -> None:
     nested = "path:regex:" + "(" * depth + ")" * depth
     r = _post(api, "estimate", json.dumps(api.body("pages", filters={"advanced_filters": nested})))
     assert "invalid regex" in assert_error(r, 422)["detail"]
+
+
+def test_a_regex_that_backtracks_forever_is_a_422_not_a_hang(tmp_path: Path) -> None:
+    """`(a|aa)+$` on a long run of a's takes exponential time: the regex engine's timeout turns it
+    into a clear error, for the estimate and for an export written to a file."""
+    from sealexports.errors import InvalidRequest
+    from sealexports.exports import engine
+    from sealexports.exports.request import build_request
+    from sealexports.storage import accounts
+    from sealexports.storage.database import connect, transaction
+    from sealexports.storage.events import PageView, Visit, insert_visits
+
+    conn = connect(tmp_path / "redos.db")
+    site = accounts.create_site(conn, "redos")
+    ts = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    with transaction(conn):
+        insert_visits(conn, site, [Visit(pages=[PageView(ts, "/" + "a" * 40 + "!")])])
+    slow = {"advanced_filters": "path:regex:^/(a|aa)+$"}
+    started = time.monotonic()
+    pages = build_request("redos", "pages", "csv", "2025-01-01", "2025-01-01", slow)
+    with pytest.raises(InvalidRequest, match="too slow"):
+        engine.estimate(conn, pages, 10_000)
+    for export_type in ("pages", "time_series", "landing_pages"):
+        req = build_request("redos", export_type, "csv", "2025-01-01", "2025-01-01", slow)
+        with pytest.raises(InvalidRequest, match="too slow"):
+            engine.write_file(conn, req, tmp_path / "out.csv")
+    assert time.monotonic() - started < 5
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*.tmp"))

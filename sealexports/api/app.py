@@ -21,16 +21,12 @@ from sealexports.api.limits import rate_limits
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
 from sealexports.config import Settings
-from sealexports.errors import SealExportsError
+from sealexports.errors import Unavailable
 from sealexports.jobs.queue import JobQueue
 from sealexports.storage.database import ConnectionPerThread, connect, secret_key
 from sealexports.tokens import DownloadTokens
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-class Unavailable(SealExportsError):
-    code = "unavailable"
 
 
 @get("/healthz", sync_to_thread=True, summary="Health check", tags=["service"])

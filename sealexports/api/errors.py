@@ -29,6 +29,7 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.LimitReached: 429,
     errors.Conflict: 409,
     errors.UnsupportedMediaType: 415,
+    errors.Unavailable: 503,
 }
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",

@@ -12,17 +12,19 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sealexports.errors import Cancelled
+from sealexports.errors import Cancelled, InvalidRequest
 from sealexports.exports import raw
 from sealexports.exports.countries import country_name
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import WRITERS
+from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, take_slow_regex
 
 FETCH_ROWS = 2000
 ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
@@ -99,8 +101,11 @@ def _percent(part: int, whole: int) -> float:
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:
     """The export file's bytes, a chunk at a time."""
     if req.type.kind == "events":
-        return (data for data, _ in raw.chunks(conn, req))
-    return WRITERS[req.format](req.type.columns, rows(conn, req))
+        source: Iterator[bytes] = (data for data, _ in raw.chunks(conn, req))
+    else:
+        source = WRITERS[req.format](req.type.columns, rows(conn, req))
+    with slow_regex_is_bad_input():
+        yield from source
 
 
 def _pieces(conn: sqlite3.Connection, req: ExportRequest, workdir: Path) -> raw.Pieces:
@@ -136,7 +141,7 @@ def write_file(
     pieces = _pieces(conn, req, dest.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary file
-        with os.fdopen(fd, "wb") as f:
+        with slow_regex_is_bad_input(), os.fdopen(fd, "wb") as f:
             for chunk, n in pieces:
                 if cancelled and cancelled():
                     raise Cancelled("the export was cancelled")
@@ -173,7 +178,24 @@ def count_estimate(conn: sqlite3.Connection, req: ExportRequest) -> int:
     if req.type.kind == "time_series":
         return req.days
     sql, params = estimate_query(req)
-    return int(conn.execute(sql, params).fetchone()[0] or 0)
+    with slow_regex_is_bad_input():
+        return int(conn.execute(sql, params).fetchone()[0] or 0)
+
+
+@contextmanager
+def slow_regex_is_bad_input() -> Iterator[None]:
+    """A regex that times out on a value is the caller's error: say which, as a 422."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        pattern = take_slow_regex()
+        if pattern is None:
+            raise
+        raise InvalidRequest(
+            f"regex {pattern!r} is too slow: it took over {REGEX_TIMEOUT_SECONDS * 1000:.0f} ms on "
+            "one value; simplify it",
+            field="filters.advanced_filters",
+        ) from None
 
 
 def estimate(conn: sqlite3.Connection, req: ExportRequest, sync_row_limit: int) -> Estimate:

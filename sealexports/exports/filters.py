@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import regex
+
 from sealexports.errors import InvalidRequest
 
 VISIT_FIELDS = (
@@ -127,8 +129,8 @@ def parse_advanced(expression: str) -> list[Condition]:
             raise InvalidRequest(f"empty value in advanced filter {part!r}", field=where)
         if operator.is_regex:
             try:
-                re.compile(value)
-            except (re.error, OverflowError, RecursionError) as e:  # a{99999999999}; deep nesting
+                regex.compile(value)  # the engine SQLite's regexp() uses
+            except (regex.error, OverflowError, RecursionError) as e:  # a{99999999999}; deep nesting
                 raise InvalidRequest(f"invalid regex in advanced filter {part!r}: {e}", field=where) from None
         if operator.is_list:
             items = tuple(value.split("|"))

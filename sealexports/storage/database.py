@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import sqlite3
 import threading
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import regex
 import sqlite_utils
 
 from sealexports.storage.schema import migrations
@@ -63,14 +63,32 @@ def secret_key(conn: sqlite3.Connection) -> str:
     return str(row[0])
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+REGEX_TIMEOUT_SECONDS = 0.05
+_slow = threading.local()
+
+
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
 
 
 def _regexp(pattern: str, value: str | None) -> bool:
-    """SQLite `regexp(pattern, value)`: Python `re.search`; a missing value never matches."""
-    return value is not None and _compiled(pattern).search(value) is not None
+    """SQLite `regexp(pattern, value)`: a search with the `regex` module, which resists
+    catastrophic backtracking and can time out; a missing value never matches."""
+    if value is None:
+        return False
+    try:
+        return _compiled(pattern).search(value, timeout=REGEX_TIMEOUT_SECONDS) is not None
+    except TimeoutError:
+        _slow.pattern = pattern  # SQLite turns the exception into a bare OperationalError
+        raise
+
+
+def take_slow_regex() -> str | None:
+    """The pattern whose timeout ended this thread's last query, if one did (then forgotten)."""
+    pattern: str | None = getattr(_slow, "pattern", None)
+    _slow.pattern = None
+    return pattern
 
 
 class ConnectionPerThread:
