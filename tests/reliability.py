@@ -32,8 +32,8 @@ class Seeded:
 
 
 def seed_heavy(path: Path, *, visits: int = 15_000, days: int = 20, repeat: int = 20) -> Seeded:
-    """A demo site on the enterprise plan whose raw microconversions export is big enough to be
-    split across two threads (raw.PARALLEL_MIN_ROWS) and to take a noticeable time: the demo's
+    """A demo site on the enterprise plan whose raw microconversions export is big enough to take
+    a noticeable time: the demo's
     visits that have microconversions are inserted again (through the normal ingestion path, so
     the estimate catalog stays right), each with its microconversions `repeat` times."""
     demo = seed_demo(path, visits=visits, days=days)

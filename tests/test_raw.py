@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,16 +80,9 @@ def _oracle(conn: sqlite3.Connection, req: engine.ExportRequest) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 @pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
-@pytest.mark.parametrize("parallel_min_rows", [10**9, 100])
 def test_raw_exports_match_the_generic_writers_byte_for_byte(
-    nasty_db: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fmt: str,
-    export_type: str,
-    parallel_min_rows: int,
+    nasty_db: Path, tmp_path: Path, fmt: str, export_type: str
 ) -> None:
-    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", parallel_min_rows)
     conn = connect(nasty_db)
     req = build_request("nasty", export_type, fmt, "2025-03-01", "2025-04-30")
     expected = _oracle(conn, req)
@@ -97,27 +90,14 @@ def test_raw_exports_match_the_generic_writers_byte_for_byte(
     info = engine.write_file(conn, req, tmp_path / f"out.{fmt}")
     assert (tmp_path / f"out.{fmt}").read_bytes() == expected
     assert info.rows == 3000
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]  # no part files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]  # no temporary file left
     if fmt == "json":
         assert len(json.loads(expected)) == 3000
 
 
-def test_split_day_gives_two_nonempty_halves(nasty_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", 100)
-    conn = connect(nasty_db)
-    req = build_request("nasty", "conversions", "csv", "2025-03-01", "2025-04-30")
-    split = raw._split_day(conn, req)
-    assert split is not None
-    days = [date.fromisoformat(d) for (d,) in conn.execute("SELECT day FROM conversions")]
-    before = sum(d <= split for d in days)
-    assert 0 < before < len(days)
-    assert abs(before - len(days) / 2) <= max(days.count(d) for d in set(days))
-
-
-def test_cancelling_a_parallel_export_leaves_no_files(
+def test_cancelling_an_export_leaves_no_files(
     nasty_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(raw, "PARALLEL_MIN_ROWS", 100)
     monkeypatch.setattr(raw, "FETCH_ROWS", 50)
     conn = connect(nasty_db)
     req = build_request("nasty", "microconversions", "csv", "2025-03-01", "2025-04-30")

@@ -133,7 +133,7 @@ def test_full_disk_fails_exports_cleanly_and_service_recovers(
     template: Seeded, db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with tmpfs(tmp_path / "exports", "size=256k") as exports, server_on(db, tmp_path, exports) as server:
-        # An export bigger than the disk, written in two halves by two threads (two temp files).
+        # An export bigger than the disk.
         assert template.microconversions >= 50_000
         big = export(server, template, "microconversions")
         assert big["status"] == "failed"
@@ -168,8 +168,8 @@ def test_full_disk_fails_exports_cleanly_and_service_recovers(
     with capsys.disabled():
         print(
             f"\nstorage: full 256k tmpfs: {sum(j.status == 'failed' for j in jobs)} exports failed with "
-            f"'No space left on device' (a {big['estimated_rows']:,}-row raw export split across two "
-            "threads, a background one, a sync one answered 201), no temp file left, healthz 200; "
+            f"'No space left on device' (a {big['estimated_rows']:,}-row raw export, "
+            "a background one, a sync one answered 201), no temp file left, healthz 200; "
             f"space back: {sum(j.status == 'completed' for j in jobs)} exports completed byte-identical"
         )
 

@@ -108,10 +108,10 @@ def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:
         yield from source
 
 
-def _pieces(conn: sqlite3.Connection, req: ExportRequest, workdir: Path) -> raw.Pieces:
+def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
     """(bytes, rows in them) for writing a file."""
     if req.type.kind == "events":
-        yield from raw.file_pieces(conn, req, workdir)
+        yield from raw.chunks(conn, req)
         return
     counter = _Counter(rows(conn, req))
     done = 0
@@ -131,14 +131,14 @@ def write_file(
     """Write the export to `dest` atomically: a temporary file, fsync, then rename.
 
     `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
-    chunk and raises Cancelled. On any error the temporary files are removed.
+    chunk and raises Cancelled. On any error the temporary file is removed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     size = rows_done = 0
-    pieces = _pieces(conn, req, dest.parent)
+    pieces = _pieces(conn, req)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary file
         with slow_regex_is_bad_input(), os.fdopen(fd, "wb") as f:
@@ -155,7 +155,7 @@ def write_file(
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException:
-        pieces.close()  # stops and removes a second half still being written
+        pieces.close()
         tmp.unlink(missing_ok=True)
         raise
     return FileInfo(dest, rows_done, size, digest.hexdigest())

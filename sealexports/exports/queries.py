@@ -64,7 +64,7 @@ def event_row_query(req: ExportRequest) -> str:
 
 
 def event_line_query(req: ExportRequest) -> Query:
-    """Raw events formatted by SQLite, as (text, tail, id).
+    """Raw events formatted by SQLite, as (text, tail, id); text and tail as UTF-8 bytes.
 
     JSON: text is the row's object, tail is ''. CSV: text is every field before the last, each
     followed by ',' and not quoted (the caller checks a chunk at once for characters that need
@@ -78,7 +78,7 @@ def event_line_query(req: ExportRequest) -> Query:
             f"'{c.name}', " + (f"json({expr})" if c.kind == "json" else expr)
             for c, expr in zip(t.columns, exprs, strict=True)
         ]
-        select = f"json_object({', '.join(pairs)}), ''"
+        select = f"CAST(json_object({', '.join(pairs)}) AS BLOB), ''"
     else:
         *head, last = exprs
         # One printf per row is twice as fast as concatenating; it prints NULL as ''.
@@ -89,15 +89,9 @@ def event_line_query(req: ExportRequest) -> Query:
         tail = (
             f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
         )
-        select = f"printf('{'%s,' * len(fields)}', {', '.join(fields)}), {tail}"
+        select = f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB)"
     where, params = _range(req, t.key)
     return f"SELECT {select}, id FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
-
-
-def event_days_query(req: ExportRequest) -> Query:
-    """Rows per day of a raw export, to split it into parts of similar size."""
-    where, params = _range(req, req.type.key)
-    return f"SELECT day, COUNT(*) FROM {req.type.key} WHERE {where} GROUP BY day ORDER BY day", params
 
 
 def export_query(req: ExportRequest) -> Query:
