@@ -105,7 +105,7 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
     )
 
 
-def require_json(request: Request[Any, Any, Any]) -> None:
+async def require_json(request: Request[Any, Any, Any]) -> None:
     """Bodies are JSON: another declared Content-Type is a 415 (none at all is taken as JSON).
     Routes with `opt={"ndjson": True}` (POST /events) also take NDJSON."""
     if request.method == "POST":
