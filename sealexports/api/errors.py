@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 from litestar import Request, Response
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Message, Scope
 
@@ -51,7 +50,8 @@ def request_id(scope: Scope) -> str:
 async def add_request_id(message: Message, scope: Scope) -> None:
     """before_send hook: every response carries X-Request-ID."""
     if message["type"] == "http.response.start":
-        MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id(scope)
+        header = (b"x-request-id", request_id(scope).encode())
+        message["headers"] = [*message.get("headers", ()), header]
 
 
 def error_response(
