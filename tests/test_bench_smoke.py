@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark harness: `scripts/bench --quick` on tiny data, end to end.
+
+It checks that every measure runs and reports, not the figures (tiny data says nothing about
+speed). The benchmark itself is `scripts/bench`; it is not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AGGREGATES = (
+    "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
+    "time_series", "landing_pages",
+)  # fmt: skip
+ESTIMATED = ("conversions", "microconversions", "sources", "pages")
+MEASURES = [
+    "seeding",
+    "raw_csv",
+    "raw_json",
+    *(f"agg_{t}" for t in AGGREGATES),
+    *(f"estimate_{t}" for t in ESTIMATED),
+    "memory_csv",
+    "memory_json",
+    "http",
+]
+CONTENDERS = {
+    "raw_csv": {"ours", "sqlite3", "sqlite-utils", "datasette"},
+    "raw_json": {"ours", "sqlite3"},
+    "estimate_sources": {"estimate", "http_estimate", "export"},
+    "memory_csv": {"~10k rows", "~1M rows"},
+    "http": {"ours", "ours-idle", "bare"},
+}
+
+
+@pytest.mark.timeout(90)
+def test_bench_quick(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("targets: "), last
+
+    doc = json.loads((tmp_path / "results.json").read_text())
+    rows = {(r["measure"], r["contender"]): r for r in doc["results"]}
+    measures = {m for m, _ in rows}
+    assert set(MEASURES) <= measures, set(MEASURES) - measures
+    for measure, contenders in CONTENDERS.items():
+        assert contenders <= {c for m, c in rows if m == measure}, measure
+    for r in doc["results"]:
+        if r["measure"] != "seeding":
+            assert r["median"] is not None and r["median"] > 0 and not r["errors"], r
+    assert rows[("seeding", "ours")]["median"] > 0  # a fresh folder: it seeded
+    assert len(doc["targets"]) == 26
+    assert doc["summary"] == last
+    # Servers and temporary files are gone; the data file stays for the next run.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-2000-3.db", "results.json"]
