@@ -199,14 +199,23 @@ def test_exports_search_the_site_day_indexes(
     req = build_request(
         "demo", export_type, "csv", str(demo_db.date_from), str(demo_db.date_to), FILTER_SETS[filters]
     )
-    queries = [export_query(req)]
+    queries = []
+    catalog = [estimate_query(req)]
     if req.conditions and req.type.kind == "events":
         queries.append(estimate_query(req))
-    else:  # other estimates read the day catalog by its primary key
-        plan = query_plan(plan_conn, *estimate_query(req))
-        assert not any(step.startswith("SCAN") for step in plan), plan
+        catalog = []  # other estimates read the day catalog by its primary key
+    if req.conditions or req.type.kind == "events":
+        queries.append(export_query(req))
+    else:  # unfiltered aggregates read the daily rollups by their primary key
+        catalog.append(export_query(req))
+    for sql, params in catalog:
+        plan = query_plan(plan_conn, sql, params)
+        tables = (*BIG_TABLES, "day_keys", "day_rows", "day_metrics")
+        assert not any(step.startswith(tuple(f"SCAN {t}" for t in tables)) for step in plan), plan
         assert any(
-            step.startswith(("SEARCH day_keys USING PRIMARY KEY", "SEARCH day_rows USING PRIMARY KEY"))
+            step.startswith(
+                tuple(f"SEARCH {t} USING PRIMARY KEY" for t in ("day_keys", "day_rows", "day_metrics"))
+            )
             for step in plan
         ), plan
     for sql, params in queries:

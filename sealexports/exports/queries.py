@@ -94,6 +94,20 @@ def event_line_query(req: ExportRequest) -> Query:
     return f"SELECT {select}, id FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
 
 
+def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
+    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered, else from the
+    events (the rollups hold no filters)."""
+    if req.conditions:
+        return _aggregate(req, keys)
+    key = "day" if dimension == "" else "NULLIF(value, '')"  # '' is a missing value there
+    return (
+        f"SELECT {key} AS k, SUM(entrances) AS e, SUM(engaged) AS g, SUM(page_views) AS pv, "
+        "SUM(microconversions) AS mc, SUM(conversions) AS c, SUM(revenue_cents) AS rev "
+        "FROM day_metrics WHERE site_id = ? AND dimension = ? AND day BETWEEN ? AND ? GROUP BY 1",
+        [req.site_id, dimension, req.date_from.isoformat(), req.date_to.isoformat()],
+    )
+
+
 def export_query(req: ExportRequest) -> Query:
     """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents)."""
     t = req.type
@@ -101,16 +115,16 @@ def export_query(req: ExportRequest) -> Query:
         where, params = _range(req, t.key)
         return f"SELECT {', '.join(_event_columns(req))} FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
     if t.kind == "time_series":
-        sql, params = _aggregate(req, dict.fromkeys(_ALL, "day"))
+        sql, params = _sums(req, dict.fromkeys(_ALL, "day"), "")
         return sql + " ORDER BY k", params
     if t.kind == "pages":
-        sql, params = _aggregate(req, _PAGE_KEYS)
+        sql, params = _sums(req, _PAGE_KEYS, "path")
         return (
             f"SELECT a.k, p.content_grouping, a.pv, a.e, a.c FROM ({sql}) a "
             "LEFT JOIN pages p ON p.site_id = ? AND p.path = a.k ORDER BY a.pv DESC, a.k",
             [*params, req.site_id],
         )
-    sql, params = _aggregate(req, dict.fromkeys(_ALL, t.key))
+    sql, params = _sums(req, dict.fromkeys(_ALL, t.key), t.key)
     if t.name == "landing_pages":
         return (
             f"SELECT a.k, p.content_grouping, a.e, a.g, a.pv, a.mc, a.c, a.rev FROM ({sql}) a "

@@ -15,6 +15,7 @@ from itertools import islice
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
+from sealexports.storage.schema import ROLLUP_DIMENSIONS
 
 VISIT_DIMENSIONS = (
     "referrer",
@@ -114,12 +115,37 @@ _CATALOG_VISIT = (
     "browser",
     "os",
 )
+_ROLLUP = (*ROLLUP_DIMENSIONS, "")  # and each visit's landing page fills "landing_page"
 _INSERT_KEY = "INSERT OR IGNORE INTO day_keys (site_id, dimension, day, value) VALUES (?, ?, ?, ?)"
 _ADD_ROWS = (
     "INSERT INTO day_rows (site_id, kind, day, rows) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows"
 )
 _ADD_PAGE_VIEWS = "UPDATE visits SET page_views = page_views + ? WHERE id = ?"
+_ADD_METRICS = (
+    "INSERT INTO day_metrics (site_id, dimension, day, value, entrances, engaged, page_views, "
+    "microconversions, conversions, revenue_cents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (site_id, dimension, day, value) DO UPDATE SET "
+    "entrances = entrances + excluded.entrances, engaged = engaged + excluded.engaged, "
+    "page_views = page_views + excluded.page_views, "
+    "microconversions = microconversions + excluded.microconversions, "
+    "conversions = conversions + excluded.conversions, revenue_cents = revenue_cents + excluded.revenue_cents"
+)
+_ENTRANCES, _ENGAGED, _PAGE_VIEWS, _MICRO, _CONVERSIONS, _REVENUE = range(6)
+Metrics = dict[tuple[str, str, str], list[int]]  # (dimension, day, value) -> the six sums
+
+
+def _count(metrics: Metrics, dimension: str, day: str, value: str, metric: int, n: int) -> None:
+    sums = metrics.get((dimension, day, value))
+    if sums is None:
+        sums = metrics[(dimension, day, value)] = [0, 0, 0, 0, 0, 0]
+    sums[metric] += n
+
+
+def _count_visit(metrics: Metrics, values: tuple[str, ...], day: str, metric: int, n: int) -> None:
+    """Count for every rollup dimension of a visit (its values, its landing page, the total)."""
+    for dimension, value in zip(_ROLLUP, values, strict=True):
+        _count(metrics, dimension, day, value, metric, n)
 _UPSERT_PAGE = (
     "INSERT INTO pages (site_id, path, content_grouping, first_day, last_day) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (site_id, path) DO UPDATE SET content_grouping = excluded.content_grouping, "
@@ -140,6 +166,7 @@ def insert_visits(
     tz = ZoneInfo(site.timezone)
     counts = InsertCounts()
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
+    stored: dict[int, tuple[int, str]] = {}  # continued visits: (page views so far, day)
     it = iter(visits)
     while batch := list(islice(it, batch_size)):
         rows_v: list[tuple[object, ...]] = []
@@ -150,14 +177,22 @@ def insert_visits(
         keys: set[tuple[str, str, str]] = set()  # (dimension, day, value) for the estimate catalog
         day_rows: Counter[tuple[str, str]] = Counter()
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
+        metrics: Metrics = {}
         for visit in batch:
             dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
             if visit.landing is not None:  # a stored visit, continued
                 if visit.id is None:
                     raise ValueError("a stored visit needs its id")
                 landing, vid, first = visit.landing, visit.id, -1
+                values = (*(getattr(visit, d) or "" for d in _ROLLUP[:-2]), landing.path, "")
                 if visit.pages:
                     added.append((len(visit.pages), vid))
+                    seen, visit_day = stored.get(vid) or conn.execute(
+                        "SELECT page_views, day FROM visits WHERE id = ?", [vid]
+                    ).fetchone()
+                    if seen == 1:  # its second page view makes the visit engaged
+                        _count_visit(metrics, values, visit_day, _ENGAGED, 1)
+                    stored[vid] = (seen + len(visit.pages), visit_day)
             else:
                 if not visit.pages:
                     raise ValueError("a visit needs at least one page view")
@@ -167,6 +202,11 @@ def insert_visits(
                 ts, day = _stamp(landing.ts, tz)
                 keys.update((d, day, getattr(visit, d) or "") for d in _CATALOG_VISIT)
                 keys.add(("landing_page", day, landing.path))
+                values = (*(getattr(visit, d) or "" for d in _ROLLUP[:-2]), landing.path, "")
+                _count_visit(metrics, values, day, _ENTRANCES, 1)
+                _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
+                if len(visit.pages) >= 2:
+                    _count_visit(metrics, values, day, _ENGAGED, 1)
                 rows_v.append(
                     (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
@@ -179,10 +219,15 @@ def insert_visits(
                 )  # fmt: skip
                 _note_page(pages, pv.path, pv.content_grouping, day)
                 keys.add(("path", day, pv.path))
+                _count_visit(metrics, values, day, _PAGE_VIEWS, 1)
+                _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 keys.add(("path", day, c.path))
                 day_rows[("conversions", day)] += 1
+                _count_visit(metrics, values, day, _CONVERSIONS, 1)
+                _count_visit(metrics, values, day, _REVENUE, c.amount_cents)
+                _count(metrics, "path", day, c.path, _CONVERSIONS, 1)
                 rows_c.append(
                     (site.site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
@@ -190,6 +235,7 @@ def insert_visits(
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
+                _count_visit(metrics, values, day, _MICRO, 1)
                 rows_m.append(
                     (site.site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
@@ -202,6 +248,7 @@ def insert_visits(
         conn.executemany(_UPSERT_PAGE, [(site.site_id, path, *info) for path, info in pages.items()])
         conn.executemany(_INSERT_KEY, [(site.site_id, *key) for key in keys])
         conn.executemany(_ADD_ROWS, [(site.site_id, kind, day, n) for (kind, day), n in day_rows.items()])
+        conn.executemany(_ADD_METRICS, [(site.site_id, *key, *sums) for key, sums in metrics.items()])
         counts.visits += len(rows_v)
         counts.pageviews += len(rows_p)
         counts.conversions += len(rows_c)
@@ -230,7 +277,9 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
             info[2] = day
 
 
-ANALYTICS_TABLES = ("visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows")
+ANALYTICS_TABLES = (
+    "visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows", "day_metrics",
+)  # fmt: skip
 INGEST_TABLES = ("import_ids", "visit_keys")  # what imports remember: it goes with the data
 
 
