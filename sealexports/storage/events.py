@@ -146,6 +146,8 @@ def _count_visit(metrics: Metrics, values: tuple[str, ...], day: str, metric: in
     """Count for every rollup dimension of a visit (its values, its landing page, the total)."""
     for dimension, value in zip(_ROLLUP, values, strict=True):
         _count(metrics, dimension, day, value, metric, n)
+
+
 _UPSERT_PAGE = (
     "INSERT INTO pages (site_id, path, content_grouping, first_day, last_day) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (site_id, path) DO UPDATE SET content_grouping = excluded.content_grouping, "
@@ -187,9 +189,10 @@ def insert_visits(
                 values = (*(getattr(visit, d) or "" for d in _ROLLUP[:-2]), landing.path, "")
                 if visit.pages:
                     added.append((len(visit.pages), vid))
-                    seen, visit_day = stored.get(vid) or conn.execute(
-                        "SELECT page_views, day FROM visits WHERE id = ?", [vid]
-                    ).fetchone()
+                    seen, visit_day = (
+                        stored.get(vid)
+                        or conn.execute("SELECT page_views, day FROM visits WHERE id = ?", [vid]).fetchone()
+                    )
                     if seen == 1:  # its second page view makes the visit engaged
                         _count_visit(metrics, values, visit_day, _ENGAGED, 1)
                     stored[vid] = (seen + len(visit.pages), visit_day)
