@@ -1,0 +1,127 @@
+"""The `sealexports` command line: a thin shell over the library.
+
+The group and what its commands share live here; the commands, by subject, in the modules
+imported at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sealexports import __version__
+from sealexports.config import Settings, load_settings
+from sealexports.errors import SealExportsError
+from sealexports.storage.database import connect
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class State:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.settings.database)
+        return self._conn
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+class Group(click.Group):
+    """Turns domain errors into one `Error:` line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SealExportsError as e:
+            raise click.ClickException(e.message) from e
+        except sqlite3.DatabaseError as e:
+            raise click.ClickException(f"database error: {e}") from e
+        except OSError as e:  # e.g. an output path under a regular file, a full disk
+            raise click.ClickException(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from e
+
+
+def silent_option(f: F) -> F:
+    return click.option("--silent", is_flag=True, help="No progress bar or summary.")(f)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="SEALEXPORTS_CONFIG",
+    help="TOML config file (also SEALEXPORTS_CONFIG).",
+)
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite database file.")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, db: str | None) -> None:
+    """Bulk exports of web analytics data (CSV or JSON) from one SQLite file.
+
+    \b
+    Example:
+        sealexports seed && sealexports export --site demo --type sources \\
+            --from 2025-01-01 --to 2025-01-31
+    """
+    try:
+        settings = load_settings(config_file)
+    except SealExportsError as e:
+        raise click.ClickException(e.message) from e
+    if db:
+        settings = settings.replace(database=Path(db))
+    ctx.obj = State(settings)
+
+
+@cli.command()
+@pass_state
+def init(state: State) -> None:
+    """Create or migrate the database; safe to run again.
+
+    \b
+    Example:
+        sealexports --db /var/lib/sealexports/sealexports.db init
+    """
+    state.conn  # noqa: B018 (connecting migrates)
+    click.echo(f"Database ready: {state.settings.database}")
+
+
+@contextmanager
+def progress_bar(silent: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; the callback takes the absolute count done so far."""
+    if silent:
+        yield lambda done: None
+        return
+    with click.progressbar(length=max(total, 1), label=label, file=sys.stderr) as bar:
+
+        def advance(done: int) -> None:
+            bar.update(min(done, total) - bar.pos)
+
+        yield advance
+
+
+def print_table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
+    cells = [header, *[["" if v is None else str(v) for v in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    cli(prog_name="sealexports")
+
+
+# Registering the commands on the group (they import it from here).
+from sealexports.cli import data, service, sites  # noqa: E402, F401

@@ -1,0 +1,265 @@
+"""Data in and out: `seed`, `import` and `export`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sealexports import demo
+from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
+from sealexports.errors import SealExportsError
+from sealexports.exports import engine
+from sealexports.exports.request import build_request, parse_date
+from sealexports.exports.types import EXPORT_TYPES, FORMATS
+from sealexports.ingest import ImportReport, Meter, csv_items, import_events, ndjson_items
+from sealexports.storage import accounts
+from sealexports.storage.database import transaction
+from sealexports.storage.events import (
+    InsertCounts,
+    delete_site_data,
+    insert_visits,
+    site_has_data,
+)
+
+
+@cli.command()
+@click.option("--site", default="demo", show_default=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=demo.DEFAULT_DAYS, show_default=True)
+@click.option("--end", "end_", metavar="YYYY-MM-DD", help="Last day (default: today, UTC).")
+@click.option("--visits", type=click.IntRange(1), default=demo.DEFAULT_VISITS, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--replace", is_flag=True, help="Delete the site's existing data first.")
+@silent_option
+@pass_state
+def seed(
+    state: State,
+    site: str,
+    days: int,
+    end_: str | None,
+    visits: int,
+    seed: int,
+    replace: bool,
+    silent: bool,
+) -> None:
+    """Fill a site with deterministic demo traffic (creates the site if needed).
+
+    The `demo` site is created in Europe/Madrid, so day boundaries follow DST.
+
+    \b
+    Example:
+        sealexports seed --site demo --days 90 --end 2025-03-31 --visits 200000
+    """
+    end = parse_date(end_, "--end") if end_ else datetime.now(UTC).date()
+    conn = state.conn
+    try:
+        target = accounts.get_site(conn, site)
+    except SealExportsError:
+        target = accounts.create_site(
+            conn, site, name="Demo site" if site == "demo" else None,
+            timezone="Europe/Madrid" if site == "demo" else "UTC",
+        )  # fmt: skip
+    started = time.perf_counter()
+    with progress_bar(silent, visits, "Seeding") as advance, transaction(conn):
+        if site_has_data(conn, site):
+            if not replace:
+                raise click.ClickException(f"site {site!r} already has data; use --replace to seed it again")
+            delete_site_data(conn, site)
+        counts = insert_visits(
+            conn,
+            target,
+            demo.generate(target.timezone, end=end, days=days, visits=visits, seed=seed),
+            progress=lambda c: advance(c.visits),
+        )
+    elapsed = time.perf_counter() - started
+    if not silent:
+        click.echo(_seed_summary(site, counts, elapsed), err=True)
+
+
+def _seed_summary(site: str, c: InsertCounts, elapsed: float) -> str:
+    return (
+        f"Seeded {site}: {c.visits:,} visits, {c.pageviews:,} page views, {c.conversions:,} "
+        f"conversions, {c.microconversions:,} microconversions in {elapsed:.1f}s "
+        f"({c.rows / elapsed:,.0f} rows/s)"
+    )
+
+
+@cli.command("import")
+@click.argument("file", metavar="FILE|-")
+@click.option("--site", required=True, help="The site the events belong to.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["ndjson", "csv"]),
+    help="Default: csv for *.csv and *.csv.gz, else ndjson.",
+)  # fmt: skip
+@click.option("--skip-invalid", is_flag=True, help="Import the good events; list the bad ones.")
+@silent_option
+@pass_state
+def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: bool, silent: bool) -> None:
+    """Import events from FILE (or - for stdin) into SITE: NDJSON or CSV, see docs/events.md.
+
+    Every line is checked before anything is written: a bad line stops the import with its
+    line number, unless --skip-invalid. Events imported before are skipped, so importing a
+    file again adds nothing. *.gz files are read through gzip.
+
+    \b
+    Example:
+        sealexports import events.ndjson --site shop
+        zcat events.csv.gz | sealexports import - --site shop --format csv --skip-invalid
+    """
+    target = accounts.get_site(state.conn, site)
+    if fmt is None:
+        fmt = "csv" if file.removesuffix(".gz").endswith(".csv") else "ndjson"
+    started = time.perf_counter()
+    with _open_input(file) as (fh, size):
+        meter = Meter()
+        lines = meter.lines(fh)
+        items = csv_items(lines) if fmt == "csv" else ndjson_items(lines)
+        with _Phases(silent, size, meter) as progress:
+            report = import_events(state.conn, target, items, skip_invalid=skip_invalid, progress=progress)
+    if not silent:
+        click.echo(_import_summary(report, time.perf_counter() - started), err=True)
+
+
+@contextmanager
+def _open_input(name: str) -> Iterator[tuple[Any, int | None]]:
+    """The input as binary lines, and its size in bytes when known (for the progress bar)."""
+    if name == "-":
+        yield sys.stdin.buffer, None
+    elif name.endswith(".gz"):
+        import gzip
+
+        with gzip.open(name, "rb") as fh:
+            yield fh, None
+    else:
+        with open(name, "rb") as fh:
+            yield fh, Path(name).stat().st_size
+
+
+_PHASE_LABELS = {"read": "Reading", "check": "Checking", "write": "Importing"}
+
+
+class _Phases:
+    """Progress bars on stderr for an import's passes: reading (bytes), checking, writing."""
+
+    def __init__(self, silent: bool, size: int | None, meter: Meter) -> None:
+        self.silent, self.size, self.meter = silent, size, meter
+        self.phase: str | None = None
+        self.bar: Any = None
+
+    def __enter__(self) -> _Phases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if self.silent:
+            return
+        length = self.size if phase == "read" else total
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            if length:
+                self.bar = click.progressbar(length=length, label=_PHASE_LABELS[phase], file=sys.stderr)
+                self.bar.__enter__()
+        if self.bar is not None and length:
+            pos = self.meter.bytes if phase == "read" else done
+            self.bar.update(min(pos, length) - self.bar.pos)
+
+
+def _import_summary(r: ImportReport, elapsed: float) -> str:
+    c = r.counts
+    lines = [
+        f"Imported {r.imported:,} events ({c.visits:,} new visits, {c.pageviews:,} page views, "
+        f"{c.conversions:,} conversions, {c.microconversions:,} microconversions) in {elapsed:.1f}s "
+        f"({r.records / max(elapsed, 1e-9):,.0f} events/s); skipped {r.duplicates:,} duplicates"
+    ]
+    if r.invalid or r.rejected:
+        lines[0] += f", {r.invalid + r.rejected:,} bad lines:"
+        lines += [f"  line {e.line}: {e}" for e in r.errors]
+        if len(r.errors) < r.invalid + r.rejected:
+            lines.append(f"  ... and {r.invalid + r.rejected - len(r.errors):,} more")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--site", required=True)
+@click.option("--type", "export_type", required=True, type=click.Choice(list(EXPORT_TYPES)))
+@click.option("--from", "date_from", required=True, metavar="YYYY-MM-DD")
+@click.option("--to", "date_to", required=True, metavar="YYYY-MM-DD")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="csv", show_default=True)
+@click.option(
+    "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+    help="A filter; repeat a key for a list (any of the values).",
+)  # fmt: skip
+@click.option("--advanced", metavar="EXPR", help="advanced_filters, e.g. path:contains:/blog/")
+@click.option(
+    "-o", "--output", metavar="FILE|-",
+    help="Output file or folder, or - for stdout (default: sealmetrics_{type}_{from}_{to}.{ext}).",
+)  # fmt: skip
+@silent_option
+@pass_state
+def export(
+    state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str,
+    filters: tuple[str, ...], advanced: str | None, output: str | None, silent: bool,
+) -> None:  # fmt: skip
+    """Export one type of data for a date range to a CSV or JSON file.
+
+    \b
+    Example:
+        sealexports export --site demo --type sources --from 2025-01-01 --to 2025-01-31 \\
+            --filter country=ES --filter device_type=mobile --advanced path:contains:/blog/
+    """
+    raw_filters = _parse_filters(filters, advanced)
+    conn = state.conn
+    target = accounts.get_site(conn, site)
+    req = build_request(target.site_id, export_type, fmt, date_from, date_to, raw_filters)
+    if output == "-":
+        out = sys.stdout.buffer
+        for chunk in engine.chunks(conn, req):
+            out.write(chunk)
+        out.flush()
+        return
+    dest = Path(output) if output else Path(req.file_name)
+    if dest.is_dir():
+        dest = dest / req.file_name
+    total = engine.count_estimate(conn, req)
+    started = time.perf_counter()
+    with progress_bar(silent, total, "Exporting") as advance:
+        info = engine.write_file(conn, req, dest, progress=advance)
+    elapsed = time.perf_counter() - started
+    if not silent:
+        click.echo(
+            f"Wrote {info.rows:,} rows ({engine.human_size(info.size_bytes)}) to {dest} in "
+            f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
+            err=True,
+        )
+
+
+def _parse_filters(pairs: tuple[str, ...], advanced: str | None) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.ClickException(f"--filter takes KEY=VALUE, got {pair!r}")
+        if key in filters:
+            previous = filters[key]
+            filters[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            filters[key] = value
+    if advanced is not None:
+        if "advanced_filters" in filters:
+            raise click.ClickException("give advanced filters with --advanced or --filter, not both")
+        filters["advanced_filters"] = advanced
+    return filters

@@ -1,0 +1,119 @@
+"""Running the service: `serve` and `worker`."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import click
+
+from sealexports import demo
+from sealexports.cli import State, cli, pass_state, progress_bar
+from sealexports.config import Settings
+from sealexports.errors import SealExportsError
+from sealexports.storage import accounts
+from sealexports.storage.database import transaction
+from sealexports.storage.events import (
+    insert_visits,
+    site_has_data,
+)
+
+
+@cli.command()
+@click.option("--host", help="Interface to bind (default: config `host`, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: config `port`, 8000).")
+@click.option("--demo", "demo_mode", is_flag=True, help="Seed the demo site if empty; print an API key.")
+@pass_state
+def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> None:
+    """Run the HTTP API, with background export workers in the same process.
+
+    Migrates the database first. Ctrl-C or SIGTERM stops cleanly: running exports go back
+    to the queue and run again at the next start.
+
+    \b
+    Example:
+        sealexports serve --demo
+        sealexports --config /etc/sealexports.toml serve --host 0.0.0.0 --port 8080
+    """
+    import uvicorn
+
+    from sealexports.api.app import create_app
+
+    settings = state.settings.replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
+    if settings.host != state.settings.host or settings.port != state.settings.port:
+        settings = settings.replace(public_url=_public_url(state.settings, settings))
+    demo_key = _prepare_demo(state) if demo_mode else None
+    app = create_app(settings)
+    if demo_key:
+        click.echo(_demo_banner(settings, demo_key), err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def _public_url(before: Settings, after: Settings) -> str:
+    """Keep an explicitly configured public_url; otherwise follow --host/--port."""
+    if before.public_url != f"http://{before.host}:{before.port}":
+        return before.public_url
+    return f"http://{after.host}:{after.port}"
+
+
+def _prepare_demo(state: State) -> str:
+    conn = state.conn
+    try:
+        accounts.get_site(conn, "demo")
+    except SealExportsError:
+        accounts.create_site(conn, "demo", name="Demo site", timezone="Europe/Madrid")
+    if not site_has_data(conn, "demo"):
+        site = accounts.get_site(conn, "demo")
+        with progress_bar(False, demo.DEFAULT_VISITS, "Seeding demo data") as advance, transaction(conn):
+            insert_visits(
+                conn, site, demo.generate(site.timezone, end=datetime.now(UTC).date()),
+                progress=lambda c: advance(c.visits),
+            )  # fmt: skip
+    return accounts.create_key(conn, "demo", "serve --demo")
+
+
+def _demo_banner(settings: Settings, key: str) -> str:
+    today = datetime.now(UTC).date()
+    start = date.fromordinal(today.toordinal() - 29)
+    base = settings.public_url
+    body = f'{{"export_type": "sources", "date_from": "{start}", "date_to": "{today}"}}'
+    return (
+        f"\nDemo site 'demo' is ready. API key: {key}\n"
+        f"API docs: {base}/schema\n"
+        "Try:\n"
+        f'  curl -s -X POST "{base}/api/v1/exports/stream?site_id=demo" -H "X-API-Key: {key}" '
+        f"-H 'Content-Type: application/json' -d '{body}'\n"
+    )
+
+
+@cli.command()
+@pass_state
+def worker(state: State) -> None:
+    """Run the background export workers on their own, until Ctrl-C or SIGTERM.
+
+    For deployments that set `workers = 0` so that `serve` runs no workers itself.
+    Run one worker process at most: it puts back jobs left unfinished when it starts.
+
+    \b
+    Example:
+        SEALEXPORTS_WORKERS=4 sealexports worker
+    """
+    import signal
+    import threading
+
+    from sealexports.jobs.queue import JobQueue
+    from sealexports.storage.database import secret_key
+    from sealexports.tokens import DownloadTokens
+
+    settings = state.settings
+    if settings.workers < 1:
+        settings = settings.replace(workers=2)
+    secret = settings.secret_key or secret_key(state.conn)
+    queue = JobQueue(settings, DownloadTokens(secret, settings.download_ttl_seconds))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    queue.start()
+    click.echo(f"Worker running with {settings.workers} threads; Ctrl-C to stop.", err=True)
+    done.wait()
+    click.echo("Stopping: running exports go back to the queue.", err=True)
+    queue.stop()

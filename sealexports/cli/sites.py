@@ -1,0 +1,118 @@
+"""`sites` and `keys`: sites (and their accounts and plans) and API keys."""
+
+from __future__ import annotations
+
+import click
+
+from sealexports.cli import Group, State, cli, pass_state, print_table
+from sealexports.config import PLAN_NAMES
+from sealexports.storage import accounts
+
+
+@cli.group(cls=Group)
+def sites() -> None:
+    """Create and list sites.
+
+    \b
+    Example:
+        sealexports sites create shop --timezone Europe/Madrid && sealexports sites list
+    """
+
+
+@sites.command("create")
+@click.argument("site")
+@click.option("--name", help="Display name (default: the site id).")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone of the site.")
+@click.option("--plan", type=click.Choice(PLAN_NAMES), help="The account's plan (default: free).")
+@click.option("--account", help="Account name (default: the site id).")
+@pass_state
+def sites_create(
+    state: State, site: str, name: str | None, timezone: str, plan: str | None, account: str | None
+) -> None:
+    """Create SITE, and its account if new.
+
+    \b
+    Example:
+        sealexports sites create shop --timezone Europe/Madrid --plan pro --account acme
+    """
+    s = accounts.create_site(state.conn, site, name=name, timezone=timezone, plan=plan, account=account)
+    click.echo(f"Created site {s.site_id} (account {s.account.name}, plan {s.account.plan}, {s.timezone})")
+
+
+@sites.command("list")
+@pass_state
+def sites_list(state: State) -> None:
+    """List sites with their account, plan and time zone.
+
+    \b
+    Example:
+        sealexports sites list
+    """
+    print_table(
+        ["site_id", "name", "account", "plan", "timezone"],
+        [
+            (s.site_id, s.name, s.account.name, s.account.plan, s.timezone)
+            for s in accounts.list_sites(state.conn)
+        ],
+    )
+
+
+@cli.group(cls=Group)
+def keys() -> None:
+    """Create, list and revoke API keys.
+
+    \b
+    Example:
+        sealexports keys create --site demo --name ci && sealexports keys list
+    """
+
+
+@keys.command("create")
+@click.option("--site", required=True, help="A site of the account the key is for.")
+@click.option("--name", help="A label for the key.")
+@click.option(
+    "--scope", type=click.Choice(accounts.SCOPES), default="read", show_default=True,
+    help="read: exports. write: sending events (POST /api/v1/events), nothing else.",
+)  # fmt: skip
+@pass_state
+def keys_create(state: State, site: str, name: str | None, scope: str) -> None:
+    """Create an API key and print it (only the key, on stdout). It is not shown again.
+
+    \b
+    Example:
+        KEY=$(sealexports keys create --site demo --name ci)
+        INGEST_KEY=$(sealexports keys create --site demo --scope write --name tracker)
+    """
+    click.echo(accounts.create_key(state.conn, site, name, scope))
+
+
+@keys.command("list")
+@pass_state
+def keys_list(state: State) -> None:
+    """List keys by prefix (never the keys themselves).
+
+    \b
+    Example:
+        sealexports keys list
+    """
+    print_table(
+        ["prefix", "account", "scope", "name", "created_at", "last_used_at", "revoked_at"],
+        [
+            (k.prefix, k.account, k.scope, k.name, k.created_at, k.last_used_at, k.revoked_at)
+            for k in accounts.list_keys(state.conn)
+        ],
+    )
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@pass_state
+def keys_revoke(state: State, prefix: str) -> None:
+    """Revoke the key starting with PREFIX (as shown by `keys list`).
+
+    \b
+    Example:
+        sealexports keys revoke sm_AbCdEfGh
+    """
+    accounts.revoke_key(state.conn, prefix)
+    click.echo(f"Revoked {prefix}")
