@@ -752,5 +752,5 @@ def test_a_regex_that_backtracks_forever_is_a_422_not_a_hang(tmp_path: Path) -> 
         req = build_request("redos", export_type, "csv", "2025-01-01", "2025-01-01", slow)
         with pytest.raises(InvalidRequest, match="too slow"):
             engine.write_file(conn, req, tmp_path / "out.csv")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # four timeouts of one second each, and no hang
     assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*.tmp"))
