@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,7 @@ from sealexports import demo
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.events import Visit, insert_visits
+from tests.apps import ApiFactory
 
 # A small demo site whose range crosses the spring DST change in Europe/Madrid (2025-03-30).
 DEMO_END = date(2025, 4, 5)
@@ -60,3 +62,16 @@ def demo_conn(demo_db: DemoDB) -> Iterator[sqlite3.Connection]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "sealexports.db"
+
+
+def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A figures line that shows in pytest's output without -s."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[ApiFactory]:
+    """Apps on this test's own database, stopped at the end of the test."""
+    with ExitStack() as stack:
+        yield ApiFactory(tmp_path, stack)

@@ -19,6 +19,7 @@ import requests
 
 from sealexports.storage.database import connect
 from tests import live
+from tests.conftest import say
 from tests.reliability import (
     Expected,
     Seeded,
@@ -47,12 +48,6 @@ VARIANTS = [
     ("conversions", "json", None),
     ("pages", "csv", None),
 ]
-
-
-def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A summary line that shows in pytest's output without -s."""
-    with capsys.disabled():
-        print(f"\n{line}")
 
 
 @pytest.fixture(scope="module")

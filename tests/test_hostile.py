@@ -43,21 +43,10 @@ from sealexports.storage.database import secret_key
 from sealexports.tokens import DownloadTokens
 from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
+from tests.conftest import say
 from tests.test_api import assert_error
 
 small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
-
-
-def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A figures line that shows in pytest's output without -s."""
-    with capsys.disabled():
-        print(f"\n{line}")
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[ApiFactory]:
-    with ExitStack() as stack:
-        yield ApiFactory(tmp_path, stack)
 
 
 @pytest.fixture

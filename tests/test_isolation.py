@@ -13,11 +13,9 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +27,7 @@ from sealexports.storage.database import connect, secret_key
 from sealexports.tokens import DownloadTokens
 from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
-from tests.conftest import seed_demo
+from tests.conftest import say, seed_demo
 from tests.test_api import assert_error
 
 small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
@@ -40,12 +38,6 @@ OPERATIONS = {
     ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
     ("get", f"{API}/download/{{download_token}}"),
 }  # fmt: skip
-
-
-def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A figures line that shows in pytest's output without -s."""
-    with capsys.disabled():
-        print(f"\n{line}")
 
 
 @dataclass
@@ -75,12 +67,6 @@ class World:
     api: Api
     a: Tenant
     b: Tenant
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[ApiFactory]:
-    with ExitStack() as stack:
-        yield ApiFactory(tmp_path, stack)
 
 
 def _jobs(api: Api, tenant: Tenant, fmt: str) -> None:

@@ -7,9 +7,6 @@ Small limits (free 5, pro 8 a minute) keep each test to a few dozen requests thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ from sealexports.config import DEFAULT_PLANS, Plan
 from sealexports.storage.accounts import create_key, revoke_key
 from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
+from tests.conftest import say
 from tests.test_api import assert_error
 
 small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
@@ -30,18 +28,6 @@ PLANS = {
     "enterprise": DEFAULT_PLANS["enterprise"],
 }
 HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A figures line that shows in pytest's output without -s."""
-    with capsys.disabled():
-        print(f"\n{line}")
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[ApiFactory]:
-    with ExitStack() as stack:
-        yield ApiFactory(tmp_path, stack)
 
 
 @pytest.fixture
