@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from sealexports.exports.filters import where_clause
 from sealexports.exports.request import ExportRequest
+from sealexports.storage.schema import CATALOG_DIMENSIONS
 
 Query = tuple[str, list[object]]
 
@@ -134,12 +135,6 @@ def export_query(req: ExportRequest) -> Query:
     return sql + " ORDER BY e DESC, k", params
 
 
-_CATALOG_FIELDS = (
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",
-    "landing_page", "path",
-)  # fmt: skip
-
-
 def estimate_query(req: ExportRequest) -> Query:
     """A cheap count of the rows the export will have.
 
@@ -163,7 +158,7 @@ def estimate_query(req: ExportRequest) -> Query:
     sql = f"SELECT COUNT(DISTINCT value) {catalog}{own}"
     params: list[object] = [req.site_id, t.key, *days, *own_params]
     for c in req.conditions:
-        if c.field in _CATALOG_FIELDS:
+        if c.field in CATALOG_DIMENSIONS:
             cond, cond_params = where_clause((c,), {c.field: "value"})
             sql += f" AND EXISTS (SELECT 1 {catalog}{cond})"
             params += [req.site_id, c.field, *days, *cond_params]

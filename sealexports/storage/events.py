@@ -15,7 +15,7 @@ from itertools import islice
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
-from sealexports.storage.schema import ROLLUP_DIMENSIONS
+from sealexports.storage.schema import GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS
 
 VISIT_DIMENSIONS = (
     "referrer",
@@ -105,16 +105,6 @@ _INSERT_MICRO = (
     f"content_grouping, properties, landing_page, {_DIMS}) "
     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
 )
-_CATALOG_VISIT = (
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "country",
-    "device_type",
-    "browser",
-    "os",
-)
 _ROLLUP = (*ROLLUP_DIMENSIONS, "")  # and each visit's landing page fills "landing_page"
 _INSERT_KEY = "INSERT OR IGNORE INTO day_keys (site_id, dimension, day, value) VALUES (?, ?, ?, ?)"
 _ADD_ROWS = (
@@ -186,7 +176,7 @@ def insert_visits(
                 if visit.id is None:
                     raise ValueError("a stored visit needs its id")
                 landing, vid, first = visit.landing, visit.id, -1
-                values = (*(getattr(visit, d) or "" for d in _ROLLUP[:-2]), landing.path, "")
+                values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
                 if visit.pages:
                     added.append((len(visit.pages), vid))
                     seen, visit_day = (
@@ -203,9 +193,9 @@ def insert_visits(
                 visit.id = vid
                 next_id += 1
                 ts, day = _stamp(landing.ts, tz)
-                keys.update((d, day, getattr(visit, d) or "") for d in _CATALOG_VISIT)
+                keys.update((d, day, getattr(visit, d) or "") for d in GROUPED_VISIT_DIMENSIONS)
                 keys.add(("landing_page", day, landing.path))
-                values = (*(getattr(visit, d) or "" for d in _ROLLUP[:-2]), landing.path, "")
+                values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
                 _count_visit(metrics, values, day, _ENTRANCES, 1)
                 _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
                 if len(visit.pages) >= 2:

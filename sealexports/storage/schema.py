@@ -142,11 +142,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-# The dimensions whose values the estimate catalog keeps, by day.
-CATALOG_DIMENSIONS = (
+# A visit's dimensions that exports group by (utm_content and referrer are filters only).
+GROUPED_VISIT_DIMENSIONS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",
-    "landing_page", "path",
 )  # fmt: skip
+# The dimensions whose values the estimate catalog keeps, by day.
+CATALOG_DIMENSIONS = (*GROUPED_VISIT_DIMENSIONS, "landing_page", "path")
 
 
 @migrations()
@@ -223,10 +224,7 @@ def m004_key_scopes(db: sqlite_utils.Database) -> None:
 
 # Daily rollups: what every unfiltered aggregate export reads. '' stands for a missing value;
 # the dimension '' (value '') holds each day's totals.
-ROLLUP_DIMENSIONS = (
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",
-    "landing_page",
-)  # fmt: skip
+ROLLUP_DIMENSIONS = (*GROUPED_VISIT_DIMENSIONS, "landing_page")
 
 
 @migrations()
