@@ -9,11 +9,11 @@ import anyio
 from litestar import Litestar, get
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from sealexports import __version__
 from sealexports.api import openapi
 from sealexports.api.auth import provide_account
+from sealexports.api.docs import LocalSwaggerPlugin
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
 from sealexports.api.events import EventsController
 from sealexports.api.exports import ExportsController, require_json
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
             version=__version__,
             description="Self-hosted Sealmetrics Data Exports API: bulk CSV/JSON exports of analytics data.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+            render_plugins=[LocalSwaggerPlugin()],
         ),
         debug=False,
     )
