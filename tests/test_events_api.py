@@ -137,6 +137,20 @@ def test_bad_events_are_listed_by_index_and_the_good_ones_kept(api: Client) -> N
     assert api.count("pageviews") == 1 and api.count("conversions") == 0
 
 
+def test_a_deeply_nested_or_nul_event_is_refused_alone(api: Client) -> None:
+    deep = json.dumps(purchase("2025-03-30T10:01:00Z"))[:-1] + ', "properties": ' + '{"a": ' * 1000 + "1" + "}" * 1001
+    nul = json.dumps(purchase("2025-03-30T10:02:00Z", conversion_type="buy\0,INJECTED"))
+    body = f"[{json.dumps(pv('2025-03-30T10:00:00Z'))}, {deep}, {nul}, {json.dumps(purchase('2025-03-30T10:03:00Z'))}]"
+    r = api.send(body.encode())
+    assert r.status_code == 200, r.text
+    assert (r.json()["accepted"], r.json()["rejected"]) == (2, 2)
+    assert r.json()["errors"] == [
+        {"index": 1, "field": "properties", "message": "nested more than 32 levels deep"},
+        {"index": 2, "field": "conversion_type", "message": "contains a NUL character (U+0000)"},
+    ]
+    assert api.count("conversions") == 1
+
+
 def test_sending_the_same_batch_again_adds_nothing(api: Client) -> None:
     events = [pv("2025-03-30T10:00:00Z"), purchase("2025-03-30T10:01:00Z", id="order-1")]
     assert api.send(events).json()["accepted"] == 2

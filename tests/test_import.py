@@ -541,6 +541,18 @@ def test_properties_become_minified_json_text(db: Path, tmp_path: Path) -> None:
 GOOD = pv("2025-06-01T10:00:00Z")
 
 
+def nest(levels: int) -> dict[str, Any]:
+    """`properties` whose objects and arrays nest `levels` deep (the object itself is one)."""
+    value: Any = 1
+    for i in range(levels - 1):
+        value = {"a": value} if i % 2 else [value]
+    return {"a": value}
+
+
+# properties nested 1,000 deep: more than json.dumps can recurse into (written out by hand)
+DEEP = json.dumps(conv("2025-06-01T10:00:01Z"))[:-1] + ', "properties": ' + '{"a": ' * 1000 + "1" + "}" * 1001
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -582,6 +594,12 @@ GOOD = pv("2025-06-01T10:00:00Z")
         (conv("2025-06-01T10:00:01Z", properties="{}"), "line 2: properties: must be a JSON object, got str"),
         (conv("2025-06-01T10:00:01Z", properties={"a": "x" * 20000}), "line 2: properties: longer than"),
         (pv("2025-06-01T10:00:00Z", id={"a": 1}), "line 2: id: must be a string or an integer"),
+        (DEEP, "line 2: properties: nested more than 32 levels deep"),
+        (conv("2025-06-01T10:00:01Z", properties=nest(33)), "line 2: properties: nested more than 32 levels deep"),
+        (conv("2025-06-01T10:00:01Z", conversion_type="buy\0,INJECTED"), "line 2: conversion_type: contains a NUL character"),
+        (pv("2025-06-01T10:00:00Z", utm_source="\0"), "line 2: utm_source: contains a NUL character"),
+        (pv("2025-06-01T10:00:00Z", visitor="v\0w"), "line 2: visitor: contains a NUL character"),
+        (pv("2025-06-01T10:00:00Z", id="a\0"), "line 2: id: contains a NUL character"),
     ],
 )  # fmt: skip
 def test_a_bad_line_is_one_error_naming_it_and_nothing_is_written(
@@ -592,6 +610,15 @@ def test_a_bad_line_is_one_error_naming_it_and_nothing_is_written(
     result = run(db, "import", str(tmp_path / "bad.ndjson"), "--site", "shop")
     assert_error(result, expected, "nothing was imported")
     assert all(count(db, t) == 0 for t in (*EVENT_TABLES, "import_ids", "visit_keys", "pages"))
+
+
+def test_skip_invalid_refuses_only_the_deeply_nested_event(db: Path, tmp_path: Path) -> None:
+    lines = [json.dumps(GOOD), DEEP, json.dumps(conv("2025-06-01T10:00:02Z", properties=nest(32)))]
+    (tmp_path / "deep.ndjson").write_text("\n".join(lines) + "\n")
+    result = run(db, "import", str(tmp_path / "deep.ndjson"), "--site", "shop", "--skip-invalid")
+    assert result.exit_code == 0, result.output
+    assert "line 2: properties: nested more than 32 levels deep" in result.stderr
+    assert count(db, "pageviews") == 1 and count(db, "conversions") == 1
 
 
 def test_the_error_names_the_first_bad_lines_and_counts_the_rest(db: Path, tmp_path: Path) -> None:

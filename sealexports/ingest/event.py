@@ -35,6 +35,7 @@ TEXT_FIELDS = (
 FIELDS = frozenset((*TEXT_FIELDS, "id", "type", "ts", "amount", "properties", "visit_id"))
 MAX_TEXT = 2048  # characters in any text field
 MAX_PROPERTIES = 16_384  # characters of minified JSON
+MAX_DEPTH = 32  # levels of objects and arrays in `properties` (the object itself is level 1)
 MAX_ID = 256
 TS_MIN, TS_MAX = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01 UTC
 MAX_CENTS = 10**13
@@ -172,6 +173,8 @@ def _text(name: str, value: Any) -> str:
         raise EventError(name, f"must be a string, got {_kind(value)}")
     if len(value) > MAX_TEXT:
         raise EventError(name, f"longer than {MAX_TEXT} characters")
+    if "\0" in value:  # a NUL cuts C strings short: in SQLite's printf, and in spreadsheets
+        raise EventError(name, "contains a NUL character (U+0000)")
     return value
 
 
@@ -187,6 +190,8 @@ def _id(name: str, value: Any) -> str:
     text = str(value)
     if len(text) > MAX_ID:
         raise EventError(name, f"longer than {MAX_ID} characters")
+    if "\0" in text:
+        raise EventError(name, "contains a NUL character (U+0000)")
     return text
 
 
@@ -246,10 +251,25 @@ def _cents(value: Any) -> int:
 def _properties(value: Any) -> str:
     if not isinstance(value, dict):
         raise EventError("properties", f"must be a JSON object, got {_kind(value)}")
+    if _deeper_than(value, MAX_DEPTH):
+        raise EventError("properties", f"nested more than {MAX_DEPTH} levels deep")
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if len(text) > MAX_PROPERTIES:
         raise EventError("properties", f"longer than {MAX_PROPERTIES} characters as JSON")
     return text
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest past `limit` levels; a loop, not recursion, so that any
+    depth is measured without a RecursionError."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _referrer(value: str) -> str | None:
