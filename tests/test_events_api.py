@@ -138,7 +138,13 @@ def test_bad_events_are_listed_by_index_and_the_good_ones_kept(api: Client) -> N
 
 
 def test_a_deeply_nested_or_nul_event_is_refused_alone(api: Client) -> None:
-    deep = json.dumps(purchase("2025-03-30T10:01:00Z"))[:-1] + ', "properties": ' + '{"a": ' * 1000 + "1" + "}" * 1001
+    deep = (
+        json.dumps(purchase("2025-03-30T10:01:00Z"))[:-1]
+        + ', "properties": '
+        + '{"a": ' * 1000
+        + "1"
+        + "}" * 1001
+    )
     nul = json.dumps(purchase("2025-03-30T10:02:00Z", conversion_type="buy\0,INJECTED"))
     body = f"[{json.dumps(pv('2025-03-30T10:00:00Z'))}, {deep}, {nul}, {json.dumps(purchase('2025-03-30T10:03:00Z'))}]"
     r = api.send(body.encode())
