@@ -6,7 +6,9 @@ Settings are built once at the edge (CLI) and passed in; nothing reads a cached 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,9 @@ class Settings:
     exports_dir: Path = Path("exports")
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = ""  # empty: download links follow each request (see trusted_proxies)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # X-Forwarded-*/Forwarded from these only
+    root_path: str = ""  # path prefix the service is reached under, e.g. "/sealexports"
     sync_row_limit: int = 10_000
     download_ttl_seconds: int = 86_400
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
@@ -58,6 +62,7 @@ class Settings:
 # Top-level keys and how to read them from TOML values or environment strings.
 _MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0}
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1}
+_ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
 def load_settings(
@@ -102,6 +107,8 @@ def _scalar_keys() -> list[str]:
 
 
 def _checked(key: str, value: Any, kind: type) -> Any:
+    if kind is tuple:
+        return _networks(key, value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
@@ -117,13 +124,35 @@ def _checked(key: str, value: Any, kind: type) -> Any:
             raise ConfigError(f"config key {key!r} must not be empty")
         return Path(value)
     if key == "public_url":
-        if not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"config key 'public_url' must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
+    if key == "root_path":
+        root = value.rstrip("/")
+        if root and not _ROOT_PATH.fullmatch(root):
+            raise ConfigError(
+                f"config key 'root_path' must be empty or a path like '/sealexports' "
+                f"(letters, digits, . _ ~ -), got {value!r}"
+            )
+        return root
     return value
 
 
+def _networks(key: str, value: Any) -> tuple[str, ...]:
+    """A list of IP addresses or CIDR networks, each checked."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key {key!r} must be a list of IP addresses or networks, got {value!r}")
+    for v in value:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ConfigError(f"config key {key!r}: {v!r} is not an IP address or network") from None
+    return tuple(value)
+
+
 def _from_env(key: str, raw: str) -> Any:
+    if type(getattr(Settings(), key)) is tuple:  # comma-separated; empty: an empty list
+        return [v.strip() for v in raw.split(",") if v.strip()]
     if type(getattr(Settings(), key)) is int:
         try:
             return int(raw)

@@ -198,12 +198,8 @@ class ApiFactory:
         **overrides: Any,
     ) -> Api:
         database = self.database(template)
-        settings = Settings(
-            database=database,
-            exports_dir=self.tmp_path / "exports",
-            public_url=BASE,
-            **overrides,
-        )
+        overrides.setdefault("public_url", BASE)
+        settings = Settings(database=database, exports_dir=self.tmp_path / "exports", **overrides)
         conn = connect(database)
         try:
             if plan is not None:

@@ -24,7 +24,9 @@ def test_defaults_need_no_file() -> None:
     assert s.database == Path("sealexports.db")
     assert s.exports_dir == Path("exports")
     assert (s.host, s.port) == ("127.0.0.1", 8000)
-    assert s.public_url == "http://127.0.0.1:8000"
+    assert s.public_url == ""  # unset: download links follow each request
+    assert s.trusted_proxies == ("127.0.0.1", "::1")
+    assert s.root_path == ""
     assert s.sync_row_limit == 10_000
     assert s.download_ttl_seconds == 86_400
     assert s.workers == 2
@@ -62,9 +64,13 @@ def test_file_given_as_argument(tmp_path: Path) -> None:
         download_ttl_seconds = 60
         workers = 4
         secret_key = "s3cret"
+        trusted_proxies = ["10.1.2.3", "fd00::/8"]
+        root_path = "/exports/"
         """,
     )
     s = load_settings(path, environ={})
+    assert s.trusted_proxies == ("10.1.2.3", "fd00::/8")
+    assert s.root_path == "/exports"  # trailing slash dropped
     assert s.database == Path("/srv/data.db")
     assert s.exports_dir == Path("/srv/exports")
     assert (s.host, s.port) == ("0.0.0.0", 9000)
@@ -97,6 +103,15 @@ def test_argument_beats_environment_config_file(tmp_path: Path) -> None:
         ("SEALEXPORTS_DOWNLOAD_TTL_SECONDS", "3600", "download_ttl_seconds", 3600),
         ("SEALEXPORTS_WORKERS", "8", "workers", 8),
         ("SEALEXPORTS_SECRET_KEY", "abc", "secret_key", "abc"),
+        (
+            "SEALEXPORTS_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.0.2.7",
+            "trusted_proxies",
+            ("10.0.0.0/8", "192.0.2.7"),
+        ),
+        ("SEALEXPORTS_TRUSTED_PROXIES", "", "trusted_proxies", ()),
+        ("SEALEXPORTS_ROOT_PATH", "/stats/exports/", "root_path", "/stats/exports"),
+        ("SEALEXPORTS_PUBLIC_URL", "", "public_url", ""),
     ],
 )
 def test_environment_overrides_beat_the_file(
@@ -114,6 +129,8 @@ def test_environment_overrides_beat_the_file(
         download_ttl_seconds = 7
         workers = 3
         secret_key = "from-file"
+        trusted_proxies = ["172.16.0.1"]
+        root_path = "/from-file"
         """,
     )
     from_file = load_settings(path, environ={})
@@ -167,6 +184,8 @@ def test_example_config_documents_every_key() -> None:
         "host",
         "port",
         "public_url",
+        "trusted_proxies",
+        "root_path",
         "sync_row_limit",
         "download_ttl_seconds",
         "workers",
@@ -202,6 +221,8 @@ def test_example_config_documents_every_key() -> None:
         ({"SEALEXPORTS_DATABASE": ""}, "database"),
         ({"SEALEXPORTS_EXPORTS_DIR": ""}, "exports_dir"),
         ({"SEALEXPORTS_PUBLIC_URL": "exports.example.com"}, "public_url"),
+        ({"SEALEXPORTS_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "trusted_proxies"),
+        ({"SEALEXPORTS_ROOT_PATH": "exports"}, "root_path"),
     ],
 )
 def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
@@ -232,6 +253,12 @@ def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
         ('public_url = "ftp://example.com"', "'public_url'"),
         ('public_url = "127.0.0.1:8000"', "'public_url'"),
         ("public_url = 8000", "'public_url'"),
+        ('trusted_proxies = "127.0.0.1"', "'trusted_proxies'"),
+        ('trusted_proxies = ["10.0.0.0/33"]', "'trusted_proxies'"),
+        ("trusted_proxies = [1]", "'trusted_proxies'"),
+        ('root_path = "/a b"', "'root_path'"),
+        ('root_path = "/x?y=1"', "'root_path'"),
+        ('root_path = "https://example.com/x"', "'root_path'"),
         ("databse = 'typo.db'", "'databse'"),
         ("[server]\nport = 1", "'server'"),
         ("plans = 3", "'plans'"),

@@ -9,9 +9,10 @@ import anyio
 from litestar import Litestar, get
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Server
 
 from sealexports import __version__
-from sealexports.api import openapi
+from sealexports.api import openapi, proxy
 from sealexports.api.auth import provide_account
 from sealexports.api.docs import LocalSwaggerPlugin
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
@@ -21,7 +22,7 @@ from sealexports.api.limits import rate_limits
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
 from sealexports.config import Settings
-from sealexports.errors import Unavailable
+from sealexports.errors import ConfigError, Unavailable
 from sealexports.jobs.queue import JobQueue
 from sealexports.storage.database import ConnectionPerThread, connect, secret_key
 from sealexports.tokens import DownloadTokens
@@ -81,8 +82,19 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
             description="Self-hosted Sealmetrics Data Exports API: bulk CSV/JSON exports of analytics data.",
             path="/schema",
             render_plugins=[LocalSwaggerPlugin()],
+            servers=[Server(url=settings.root_path or "/")],
         ),
         debug=False,
     )
     openapi.strict_bodies(app)
+    _check_root_path(app, settings.root_path)
+    # Litestar's middleware runs after routing; the prefix and forwarded Host must be set before.
+    app.asgi_handler = proxy.ProxyHeaders(app.asgi_handler, settings.trusted_proxies, settings.root_path)
     return app
+
+
+def _check_root_path(app: Litestar, root_path: str) -> None:
+    """A prefix that starts one of our own routes would make `/api/...` ambiguous (stripped or not)."""
+    for route in app.routes:
+        if root_path and (route.path == root_path or route.path.startswith(root_path + "/")):
+            raise ConfigError(f"root_path {root_path!r} clashes with the service's own route {route.path}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, Router
+from litestar.constants import OPENAPI_JSON_HANDLER_NAME
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
@@ -24,6 +25,11 @@ class LocalSwaggerPlugin(SwaggerRenderPlugin):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(version=SWAGGER_UI_VERSION, **kwargs)
+
+    @staticmethod
+    def get_openapi_json_route(request: Request[Any, Any, Any]) -> str:
+        """Under a path prefix (root_path), the schema and the assets are under it too."""
+        return str(request.scope.get("root_path", "")) + request.app.route_reverse(OPENAPI_JSON_HANDLER_NAME)
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         # Beside /schema/openapi.json, wherever the docs are mounted.

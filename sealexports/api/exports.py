@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 from litestar.response import File, Stream
 
-from sealexports.api import openapi
+from sealexports.api import openapi, proxy
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
 from sealexports.api.services import Services
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
@@ -68,8 +68,10 @@ async def _current(services: Services, job: store.JobRecord) -> store.JobRecord:
     return await anyio.to_thread.run_sync(expire)
 
 
-def job_out(services: Services, job: store.JobRecord) -> JobOut:
+def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any, Any]) -> JobOut:
+    """The job as the API shows it; its download_url is built for the request reading it."""
     completed = job.status == lifecycle.Status.COMPLETED and job.download_token
+    base = proxy.base_url(services.settings, str(request.base_url))
     return JobOut(
         id=job.id,
         job_id=job.job_id,
@@ -85,7 +87,7 @@ def job_out(services: Services, job: store.JobRecord) -> JobOut:
         file_size_bytes=job.file_size_bytes,
         file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
         progress_percent=job.progress_percent,
-        download_url=services.download_url(job.download_token) if completed else None,  # type: ignore[arg-type]
+        download_url=services.download_url(job.download_token, base) if completed else None,  # type: ignore[arg-type]
         download_expires_at=job.download_expires_at if completed else None,
         error_message=job.error_message,
         started_at=job.started_at,
@@ -131,6 +133,7 @@ class ExportsController(Controller):
     )
     def create(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -153,7 +156,7 @@ class ExportsController(Controller):
         job = store.get_job(conn, job.job_id)
         if job.status == lifecycle.Status.FAILED:
             message = f"Export failed: {job.error_message}"
-        return CreateOut(job=job_out(services, job), estimate=_estimate_out(est), message=message)
+        return CreateOut(job=job_out(services, job, request), estimate=_estimate_out(est), message=message)
 
     @post(
         "/estimate",
@@ -178,6 +181,7 @@ class ExportsController(Controller):
     @get("/", summary="List export jobs", responses=openapi.LIST)
     async def list(
         self,
+        request: Request[Any, Any, Any],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
         site_id: SiteId = None,
@@ -199,7 +203,7 @@ class ExportsController(Controller):
         )
         summaries = []
         for job in jobs:
-            full = job_out(services, job)
+            full = job_out(services, job, request)
             summaries.append(
                 JobSummary(
                     id=full.id,
@@ -218,6 +222,7 @@ class ExportsController(Controller):
     @get("/{job_id:str}", summary="Get an export job's status", responses=openapi.JOB)
     async def status(
         self,
+        request: Request[Any, Any, Any],
         job_id: JobId,
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -226,7 +231,7 @@ class ExportsController(Controller):
     ) -> JobOut:
         """The job object, as in the create response."""
         site = _site(services, account, site_id, account_id)
-        return job_out(services, await _current(services, _job(services, site, job_id)))
+        return job_out(services, await _current(services, _job(services, site, job_id)), request)
 
     @delete(
         "/{job_id:str}",

@@ -17,5 +17,6 @@ class Services:
     tokens: DownloadTokens
     queue: JobQueue
 
-    def download_url(self, token: str) -> str:
-        return f"{self.settings.public_url}/api/v1/exports/download/{token}"
+    def download_url(self, token: str, base: str) -> str:
+        """The link under `base` (public_url, or the reading request's own base URL)."""
+        return f"{base}/api/v1/exports/download/{token}"

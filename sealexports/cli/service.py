@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 
 import click
@@ -37,22 +38,26 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> 
     import uvicorn
 
     from sealexports.api.app import create_app
+    from sealexports.api.proxy import link_warnings
 
     settings = state.settings.replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
-    if settings.host != state.settings.host or settings.port != state.settings.port:
-        settings = settings.replace(public_url=_public_url(state.settings, settings))
     demo_key = _prepare_demo(state) if demo_mode else None
     app = create_app(settings)
+    for warning in link_warnings(settings):
+        logging.getLogger("sealexports").warning("Warning: %s", warning)
     if demo_key:
         click.echo(_demo_banner(settings, demo_key), err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # proxy_headers off: the app honours forwarded headers itself, from `trusted_proxies` only.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
 
 
-def _public_url(before: Settings, after: Settings) -> str:
-    """Keep an explicitly configured public_url; otherwise follow --host/--port."""
-    if before.public_url != f"http://{before.host}:{before.port}":
-        return before.public_url
-    return f"http://{after.host}:{after.port}"
+def _local_url(settings: Settings) -> str:
+    """Where this machine reaches the service (for the demo banner)."""
+    if settings.public_url:
+        return settings.public_url
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}{settings.root_path}"
 
 
 def _prepare_demo(state: State) -> str:
@@ -74,7 +79,7 @@ def _prepare_demo(state: State) -> str:
 def _demo_banner(settings: Settings, key: str) -> str:
     today = datetime.now(UTC).date()
     start = date.fromordinal(today.toordinal() - 29)
-    base = settings.public_url
+    base = _local_url(settings)
     body = f'{{"export_type": "sources", "date_from": "{start}", "date_to": "{today}"}}'
     return (
         f"\nDemo site 'demo' is ready. API key: {key}\n"
