@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sealexports.errors import ConfigError
+from sealexports.logs import FORMATS, LEVELS
 
 PLAN_NAMES = ("free", "pro", "enterprise")
 ENV_PREFIX = "SEALEXPORTS_"
@@ -48,6 +49,9 @@ class Settings:
     download_ttl_seconds: int = 86_400
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
     secret_key: str = ""  # empty: generated on first run and kept in the database
+    log_level: str = "info"  # debug, info, warning, error
+    log_format: str = "text"  # text or json (one object a line)
+    metrics_token: str = ""  # empty: no /metrics; else it needs Authorization: Bearer <token>
     plans: Mapping[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     @property
@@ -61,6 +65,7 @@ class Settings:
 
 # Top-level keys and how to read them from TOML values or environment strings.
 _MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0}
+_CHOICES = {"log_level": LEVELS, "log_format": FORMATS}
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1}
 _ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
@@ -123,6 +128,8 @@ def _checked(key: str, value: Any, kind: type) -> Any:
         if not value:
             raise ConfigError(f"config key {key!r} must not be empty")
         return Path(value)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"config key {key!r} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if key == "public_url":
         if value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"config key 'public_url' must start with http:// or https://, got {value!r}")

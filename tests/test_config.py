@@ -223,6 +223,8 @@ def test_example_config_documents_every_key() -> None:
         ({"SEALEXPORTS_PUBLIC_URL": "exports.example.com"}, "public_url"),
         ({"SEALEXPORTS_TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "trusted_proxies"),
         ({"SEALEXPORTS_ROOT_PATH": "exports"}, "root_path"),
+        ({"SEALEXPORTS_LOG_FORMAT": "xml"}, "log_format"),
+        ({"SEALEXPORTS_LOG_LEVEL": "verbose"}, "log_level"),
     ],
 )
 def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
@@ -327,3 +329,14 @@ def test_invalid_toml(tmp_path: Path, content: bytes) -> None:
         load_settings(path, environ={})
     assert "not valid TOML" in e.value.message
     assert str(path) in e.value.message
+
+
+def test_logging_and_metrics_settings_from_the_environment() -> None:
+    environ = {
+        "SEALEXPORTS_LOG_FORMAT": "json",
+        "SEALEXPORTS_LOG_LEVEL": "debug",
+        "SEALEXPORTS_METRICS_TOKEN": "t",
+    }
+    settings = load_settings(environ=environ)
+    assert (settings.log_format, settings.log_level, settings.metrics_token) == ("json", "debug", "t")
+    assert (Settings().log_format, Settings().log_level, Settings().metrics_token) == ("text", "info", "")

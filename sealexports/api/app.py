@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from litestar import Litestar, get
@@ -13,12 +14,14 @@ from litestar.openapi.spec import Server
 
 from sealexports import __version__
 from sealexports.api import openapi, proxy
+from sealexports.api.access import AccessLog
 from sealexports.api.auth import provide_account
 from sealexports.api.docs import LocalSwaggerPlugin
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
 from sealexports.api.events import EventsController
 from sealexports.api.exports import ExportsController, require_json
 from sealexports.api.limits import rate_limits
+from sealexports.api.metrics import scrape as metrics_scrape
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
 from sealexports.config import Settings
@@ -64,8 +67,11 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
                 await anyio.to_thread.run_sync(services.queue.stop)
             services.db.close_all()
 
+    handlers: list[Any] = [ExportsController, EventsController, healthz]
+    if settings.metrics_token:
+        handlers.append(metrics_scrape)
     app = Litestar(
-        route_handlers=[ExportsController, EventsController, healthz],
+        route_handlers=handlers,
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "account": Provide(provide_account),
@@ -84,12 +90,15 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
             render_plugins=[LocalSwaggerPlugin()],
             servers=[Server(url=settings.root_path or "/")],
         ),
+        logging_config=None,  # the process's logging is set up once, by sealexports.logs
         debug=False,
     )
     openapi.strict_bodies(app)
     _check_root_path(app, settings.root_path)
     # Litestar's middleware runs after routing; the prefix and forwarded Host must be set before.
-    app.asgi_handler = proxy.ProxyHeaders(app.asgi_handler, settings.trusted_proxies, settings.root_path)
+    # The access log inside: it sees the client and path the proxy headers give; 404s included.
+    access = AccessLog(app.asgi_handler, count=bool(settings.metrics_token))
+    app.asgi_handler = proxy.ProxyHeaders(access, settings.trusted_proxies, settings.root_path)
     return app
 
 

@@ -104,7 +104,9 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    # The route's template, not the path: a download link's path holds its token.
+    route = request.scope.get("path_template") or "?"
+    log.exception("unhandled error in %s %s", request.method, route, exc_info=exc)
     return error_response(request, 500, "internal server error")
 
 

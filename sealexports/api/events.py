@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
+from sealexports import metrics
 from sealexports.api.auth import provide_writer
 from sealexports.api.schemas import EventsOut, RejectedEventOut
 from sealexports.api.services import Services
@@ -113,4 +114,6 @@ class EventsController(Controller):
             site = get_site(conn, slug, account_id=account.id)
             return ingest_batch(conn, site, items, max_events=BATCH_MAX_EVENTS)
 
-        return _out(await anyio.to_thread.run_sync(ingest))
+        report = await anyio.to_thread.run_sync(ingest)
+        metrics.events_received(report.accepted, report.duplicates, len(report.rejected))
+        return _out(report)

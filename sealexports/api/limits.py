@@ -24,7 +24,7 @@ from sealexports.storage.accounts import authenticate
 PLAN_CACHE_SECONDS = 30.0
 # Anchored: Litestar searches these anywhere in the path, so "/healthz" alone also exempted
 # GET /api/v1/exports/healthz (a job id) and gave any key unmetered requests.
-UNLIMITED = ("^/schema(/|$)", "^/healthz$", "^/api/v1/exports/download/")
+UNLIMITED = ("^/schema(/|$)", "^/healthz$", "^/metrics$", "^/api/v1/exports/download/")
 
 
 class KeyBudgets:

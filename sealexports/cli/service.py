@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime
 
 import click
 
-from sealexports import demo
+from sealexports import demo, logs
 from sealexports.cli import State, cli, pass_state, progress_bar
 from sealexports.config import Settings
 from sealexports.errors import SealExportsError
+from sealexports.logs import LEVELS
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
 from sealexports.storage.events import (
@@ -18,13 +19,23 @@ from sealexports.storage.events import (
     site_has_data,
 )
 
+log = logging.getLogger("sealexports.worker")
+
+
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    help="Least severe level logged (default: config `log_level`, info).",
+)
+
 
 @cli.command()
 @click.option("--host", help="Interface to bind (default: config `host`, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: config `port`, 8000).")
 @click.option("--demo", "demo_mode", is_flag=True, help="Seed the demo site if empty; print an API key.")
+@log_level_option
 @pass_state
-def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> None:
+def serve(state: State, host: str | None, port: int | None, demo_mode: bool, log_level: str | None) -> None:
     """Run the HTTP API, with background export workers in the same process.
 
     Migrates the database first. Ctrl-C or SIGTERM stops cleanly: running exports go back
@@ -41,6 +52,8 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> 
     from sealexports.api.proxy import link_warnings
 
     settings = state.settings.replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
+    level = log_level or settings.log_level
+    logs.configure(level, settings.log_format)
     demo_key = _prepare_demo(state) if demo_mode else None
     app = create_app(settings)
     for warning in link_warnings(settings):
@@ -48,7 +61,16 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool) -> 
     if demo_key:
         click.echo(_demo_banner(settings, demo_key), err=True)
     # proxy_headers off: the app honours forwarded headers itself, from `trusted_proxies` only.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    # uvicorn's lines go through our handler (log_config=None); its access log is ours (api/access.py).
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=level,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def _local_url(settings: Settings) -> str:
@@ -91,8 +113,9 @@ def _demo_banner(settings: Settings, key: str) -> str:
 
 
 @cli.command()
+@log_level_option
 @pass_state
-def worker(state: State) -> None:
+def worker(state: State, log_level: str | None) -> None:
     """Run the background export workers on their own, until Ctrl-C or SIGTERM.
 
     For deployments that set `workers = 0` so that `serve` runs no workers itself.
@@ -110,6 +133,7 @@ def worker(state: State) -> None:
     from sealexports.tokens import DownloadTokens
 
     settings = state.settings
+    logs.configure(log_level or settings.log_level, settings.log_format)
     if settings.workers < 1:
         settings = settings.replace(workers=2)
     secret = settings.secret_key or secret_key(state.conn)
@@ -118,7 +142,7 @@ def worker(state: State) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     queue.start()
-    click.echo(f"Worker running with {settings.workers} threads; Ctrl-C to stop.", err=True)
+    log.info("worker running with %d threads; Ctrl-C to stop", settings.workers)
     done.wait()
-    click.echo("Stopping: running exports go back to the queue.", err=True)
+    log.info("stopping: running exports go back to the queue")
     queue.stop()

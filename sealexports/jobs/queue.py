@@ -52,11 +52,14 @@ class JobQueue:
             conn.close()
 
     def expire(self) -> int:
+        """The periodic sweep; quiet (debug) when nothing was due."""
         conn = connect(self.settings.database, migrate=False)
         try:
-            return expire_jobs(conn, self.settings.exports_dir)
+            expired = expire_jobs(conn, self.settings.exports_dir)
         finally:
             conn.close()
+        log.log(logging.INFO if expired else logging.DEBUG, "expiry sweep: %d export(s) expired", expired)
+        return expired
 
     def start(self) -> None:
         """Put back unfinished jobs, then start the worker threads and the periodic scheduler."""

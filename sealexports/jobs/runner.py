@@ -10,9 +10,11 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sealexports import logs, metrics
 from sealexports.errors import Cancelled, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
@@ -46,10 +48,24 @@ def run_export(
     job = store.find_job(conn, job_id)
     if job is None or job.status != Status.PENDING:
         return
+    with logs.context(job_id=job_id, site=job.site_id, type=job.export_type):
+        _run(conn, exports_dir, tokens, job, stopping)
+
+
+def _run(
+    conn: sqlite3.Connection,
+    exports_dir: Path,
+    tokens: DownloadTokens,
+    job: store.JobRecord,
+    stopping: threading.Event | None,
+) -> None:
+    job_id = job.job_id
     if not transition(
         conn, job_id, Status.PENDING, Status.ESTIMATING, attempts=job.attempts + 1, started_at=now_iso()
     ):
         return
+    log.info("export started (%s, attempt %d)", job.format, job.attempts + 1)
+    started = time.monotonic()
     dest = exports_dir / f"{job_id}.{job.format}"
     try:
         dest.unlink(missing_ok=True)  # an earlier attempt killed between its rename and its commit
@@ -80,12 +96,17 @@ def run_export(
         finally:
             side.close()
     except Cancelled:
-        return  # deleted while generating: write_file left no file
+        log.info("export deleted while generating")  # write_file left no file
+        return
     except _Stopping:
         transition(conn, job_id, RUNNING, Status.PENDING, progress_percent=0)
+        log.info("export stopped by shutdown: back to pending")
         return
     except Exception as e:
-        transition(conn, job_id, RUNNING, Status.FAILED, error_message=_failure(e), completed_at=now_iso())
+        message = _failure(e)
+        transition(conn, job_id, RUNNING, Status.FAILED, error_message=message, completed_at=now_iso())
+        log.warning("export failed: %s", message)
+        metrics.export_failed(job.export_type)
         return
     completed = datetime.now(UTC)
     expires = completed + timedelta(seconds=tokens.ttl_seconds)
@@ -105,6 +126,10 @@ def run_export(
     )
     if not done:  # deleted between the last chunk and now
         dest.unlink(missing_ok=True)
+        return
+    seconds = time.monotonic() - started
+    metrics.export_done(job.export_type, job.format, info.rows, info.size_bytes, seconds)
+    log.info("export completed: %d rows, %d bytes in %.2f s", info.rows, info.size_bytes, seconds)
 
 
 def _failure(e: Exception) -> str:

@@ -141,3 +141,9 @@ def expired_jobs(conn: sqlite3.Connection, now: str) -> list[JobRecord]:
 def job_status(conn: sqlite3.Connection, job_id: str) -> str | None:
     row = conn.execute("SELECT status FROM export_jobs WHERE job_id = ?", [job_id]).fetchone()
     return None if row is None else str(row[0])
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many jobs are in each status (statuses with none are absent)."""
+    rows = conn.execute("SELECT status, COUNT(*) FROM export_jobs GROUP BY status").fetchall()
+    return {status: count for status, count in rows}
