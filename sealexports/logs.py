@@ -51,12 +51,13 @@ class TextFormatter(logging.Formatter):
     """`2026-11-29T22:45:01.123Z INFO    sealexports.jobs: export completed rows=10 job_id=...`"""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        head = f"{_timestamp(record)} {record.levelname:<7} {record.name}:"
+        line = f"{head} {record.getMessage()}"
         fields = _context.get()
         if fields:
             line += "".join(f" {k}={v}" for k, v in fields.items())
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # each line of the traceback keeps the time and level too
+            line += "".join(f"\n{head} | {t}" for t in self.formatException(record.exc_info).splitlines())
         return line
 
 
