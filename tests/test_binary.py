@@ -156,6 +156,10 @@ def test_binary_serves_a_background_export_and_stops_on_sigterm(binary: Path, tm
         assert download.content == expected
         assert expected.count(b"\n") > 5
 
+        # Package data (the API docs' assets) is inside the binary too.
+        css = ROOT / "sealexports" / "api" / "docs_assets" / "swagger-ui.css"
+        assert requests.get(f"{url}/schema/assets/swagger-ui.css", timeout=10).content == css.read_bytes()
+
         server.send_signal(signal.SIGTERM)
         status = server.wait(timeout=60)
     finally:
