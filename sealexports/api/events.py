@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Annotated, Any
 
 import anyio
@@ -16,13 +15,13 @@ from sealexports import metrics
 from sealexports.api.auth import provide_writer
 from sealexports.api.schemas import EventsOut, RejectedEventOut
 from sealexports.api.services import Services
-from sealexports.errors import InvalidRequest, TooLarge, UnsupportedMediaType
+from sealexports.errors import InvalidRequest, TooLarge
 from sealexports.ingest import BATCH_MAX_EVENTS, BatchReport, ingest_batch, json_array_items, ndjson_items
 from sealexports.ingest.event import EventError
+from sealexports.ingest.inflate import body_chunks, lines
 from sealexports.storage.accounts import Account, get_site
 
-MAX_BODY_BYTES = 8 * 1024 * 1024  # as sent (compressed, when gzip)
-MAX_INFLATED_BYTES = 32 * 1024 * 1024  # once decompressed
+MAX_BODY_BYTES = 8 * 1024 * 1024  # as sent (compressed, when gzip), and once decompressed
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
 
 SiteId = Annotated[
@@ -33,25 +32,6 @@ AccountId = Annotated[
     str | None,
     Parameter(description="Same as site_id, as newer clients send it.", required=False),
 ]
-
-
-def inflate(body: bytes, encoding: str | None) -> bytes:
-    """The body decoded from its Content-Encoding (gzip or none), at most MAX_INFLATED_BYTES."""
-    encoding = (encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in ("gzip", "x-gzip"):
-        raise UnsupportedMediaType(f"Content-Encoding must be gzip (or none), got {encoding!r}")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
-    except zlib.error as e:
-        raise InvalidRequest(f"the body is not valid gzip ({e})") from None
-    if len(data) > MAX_INFLATED_BYTES:
-        raise TooLarge(f"the body is over {MAX_INFLATED_BYTES // 2**20} MiB once decompressed")
-    if not inflater.eof:
-        raise InvalidRequest("the body is not valid gzip (truncated)")
-    return data
 
 
 def _out(report: BatchReport) -> EventsOut:
@@ -86,7 +66,8 @@ class EventsController(Controller):
     ) -> EventsOut:
         """Up to 10,000 events in the events format (docs/events.md): a JSON array
         (`Content-Type: application/json`) or one per line (`application/x-ndjson`), optionally
-        `Content-Encoding: gzip`; at most 8 MiB as sent, 32 MiB decompressed. Needs a key
+        `Content-Encoding: gzip`; at most 8 MiB as sent and 8 MiB decompressed (a body
+        of several gzip members is read whole; bytes after the gzip stream are refused). Needs a key
         created with `--scope write` (403 otherwise). Good events are written in one
         transaction; each bad one is listed by index. Events taken in before (same `id`, or
         the same content) are skipped, so a batch can be retried safely."""
@@ -99,20 +80,22 @@ class EventsController(Controller):
             if e.status_code != 413:
                 raise
             raise TooLarge(f"the body is over {MAX_BODY_BYTES // 2**20} MiB; send smaller batches") from None
-        body = inflate(raw, request.headers.get("content-encoding"))
+        encoding = request.headers.get("content-encoding")
+        chunks = body_chunks(raw, encoding, limit=MAX_BODY_BYTES)  # 415 for an unknown encoding
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type in NDJSON_TYPES:
-            items = ndjson_items(body.splitlines(), first=0)
-        else:
-            try:
-                items = json_array_items(body)
-            except EventError as e:
-                raise InvalidRequest(str(e)) from None
+        items = (
+            ndjson_items(lines(chunks), first=0) if media_type in NDJSON_TYPES else json_array_items(chunks)
+        )
 
         def ingest() -> BatchReport:
+            # Off the event loop: inflating and parsing, item by item, stop at the first item
+            # past the batch limit or the first byte past the size limit.
             conn = services.db.get()
             site = get_site(conn, slug, account_id=account.id)
-            return ingest_batch(conn, site, items, max_events=BATCH_MAX_EVENTS)
+            try:
+                return ingest_batch(conn, site, items, max_events=BATCH_MAX_EVENTS)
+            except EventError as e:
+                raise InvalidRequest(str(e)) from None
 
         report = await anyio.to_thread.run_sync(ingest)
         metrics.events_received(report.accepted, report.duplicates, len(report.rejected))

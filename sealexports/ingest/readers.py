@@ -8,6 +8,7 @@ problems with the input as a whole (a CSV header naming no known field) raise Ev
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,17 +55,83 @@ def ndjson_items(lines: Iterable[bytes], *, first: int = 1) -> Iterator[Item]:
         yield Item(number, data)
 
 
-def json_array_items(body: bytes) -> Iterator[Item]:
-    """A JSON array of events, numbered from 0. EventError at once if the body is no array."""
+# What a JSON array's items are split on: a whole string (skipped), an opening quote whose
+# string has not fully arrived yet, or a bracket or comma. Values themselves are left to orjson.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|["\[\]{},]', re.DOTALL)
+_NOT_ARRAY = "the body must be a JSON array of events (or NDJSON, one event per line)"
+
+
+def json_array_items(chunks: Iterable[bytes]) -> Iterator[Item]:
+    """A JSON array of events, numbered from 0, read a chunk at a time: each item is parsed as
+    soon as it is whole, so a body of millions of items is never held. EventError (at once,
+    or when reached) if the body is no JSON array or not valid JSON."""
+    buf = b""
+    pos = 0  # where scanning goes on in buf
+    start = -1  # where the current item starts in buf; -1 before the opening bracket
+    depth = 0
+    index = 0
+    pending = iter(chunks)
+    done = False
+    while True:
+        if not done:
+            chunk = next(pending, None)
+            if chunk is None:
+                done = True
+            else:
+                keep = start if start >= 0 else 0
+                buf, pos, start = buf[keep:] + chunk, pos - keep, start - keep if start >= 0 else -1
+        if start < 0:
+            head = buf.lstrip()
+            if not head:
+                if done:
+                    raise EventError(None, "the body is not valid JSON (it is empty)")
+                continue
+            if head[:1] != b"[":
+                raise EventError(None, _NOT_ARRAY)
+            start = pos = len(buf) - len(head) + 1
+            depth = 1
+        for m in _TOKEN.finditer(buf, pos):
+            token = m.group()
+            if token == b'"':  # a string still arriving
+                if done:
+                    raise EventError(None, "the body is not valid JSON (a string is not closed)")
+                pos = m.start()
+                break
+            if token[0] == 0x22:
+                continue
+            if token in b"[{":
+                depth += 1
+                continue
+            if token in b"]}":
+                depth -= 1
+                if depth > 0:
+                    continue
+            elif depth > 1:  # a comma inside an item
+                continue
+            raw = buf[start : m.start()]
+            if raw.strip():
+                yield _array_item(index, raw)
+                index += 1
+            elif token == b"," or index:  # [,1] [1,,2] [1,]
+                raise EventError(None, "the body is not valid JSON (an empty item)")
+            start = m.end()
+            if depth == 0:
+                if buf[start:].strip() or any(c.strip() for c in pending):
+                    raise EventError(None, "the body is not valid JSON (data after the array)")
+                return
+        else:
+            pos = len(buf)
+            if done:
+                raise EventError(None, "the body is not valid JSON (the array is not closed)")
+
+
+def _array_item(index: int, raw: bytes) -> Item:
     try:
-        data = orjson.loads(body)
+        event = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise EventError(None, f"the body is not valid JSON ({e})") from None
-    if not isinstance(data, list):
-        raise EventError(None, "the body must be a JSON array of events (or NDJSON, one event per line)")
+        raise EventError(None, f"the body is not valid JSON (item {index}: {e})") from None
     return (
-        Item(i, event) if isinstance(event, dict) else Item(i, None, "an event must be a JSON object")
-        for i, event in enumerate(data)
+        Item(index, event) if isinstance(event, dict) else Item(index, None, "an event must be a JSON object")
     )
 
 
