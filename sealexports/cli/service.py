@@ -29,6 +29,11 @@ log_level_option = click.option(
 )
 
 
+# On SIGTERM, open requests (a slow download) get this long before the workers are stopped;
+# deploy/sealexports.service's TimeoutStopSec leaves room for it.
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+
 @cli.command()
 @click.option("--host", help="Interface to bind (default: config `host`, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: config `port`, 8000).")
@@ -57,7 +62,7 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool, log
     demo_key = _prepare_demo(state) if demo_mode else None
     app = create_app(settings)
     for warning in link_warnings(settings):
-        logging.getLogger("sealexports").warning("Warning: %s", warning)
+        logging.getLogger("sealexports").warning(warning)
     if demo_key:
         click.echo(_demo_banner(settings, demo_key), err=True)
     # proxy_headers off: the app honours forwarded headers itself, from `trusted_proxies` only.
@@ -70,6 +75,7 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool, log
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 

@@ -1,0 +1,240 @@
+"""deploy/: the systemd unit (systemd-analyze verify and security), its config, and the reverse
+proxy examples (nginx run for real in front of a live server, with a self-signed certificate;
+Caddy validated). A missing tool skips its test outside CI and fails it in CI."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sealexports.api.events import MAX_BODY_BYTES
+from sealexports.cli.service import GRACEFUL_SHUTDOWN_SECONDS
+from sealexports.config import load_settings
+from sealexports.storage.accounts import create_key
+from sealexports.storage.database import connect
+from tests import live
+from tests.conftest import say, seed_demo
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+UNIT = DEPLOY / "sealexports.service"
+BINARY = "/usr/local/bin/sealexports"
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+MAX_EXPOSURE = 2.0  # systemd-analyze security: 0 (locked down) .. 10 (unprotected)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing in CI: scripts/setup installs it")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False)  # SystemCallFilter= repeats
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT)
+    return parser
+
+
+def runnable_unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this checkout's `sealexports` (same arguments):
+    `verify` refuses a unit whose binary does not exist, and /usr/local/bin/sealexports is
+    only there once installed."""
+    entry = Path(sys.executable).with_name("sealexports")
+    assert entry.is_file(), entry
+    text = UNIT.read_text()
+    assert text.count(f"ExecStart={BINARY} ") == 1
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace(f"ExecStart={BINARY} ", f"ExecStart={entry} "))
+    return copy
+
+
+# --- the unit -------------------------------------------------------------------------------------
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze")
+    r = subprocess.run([analyze, "verify", str(runnable_unit(tmp_path))], capture_output=True, text=True)
+    # verify exits 0 on unknown keys and misplaced settings, but says so: nothing may be said.
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+def test_unit_exposure_is_low(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    analyze = tool("systemd-analyze")
+    r = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(runnable_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert found, r.stdout + r.stderr
+    say(capsys, f"systemd-analyze security: exposure {found[1]} (0 = locked down, 10 = unprotected)")
+    assert float(found[1]) <= MAX_EXPOSURE
+
+
+def test_unit_and_its_config_agree() -> None:
+    service = unit()["Service"]
+    exec_start = service["ExecStart"].split()
+    assert exec_start[0] == BINARY
+    config = Path(exec_start[exec_start.index("--config") + 1])
+    assert exec_start[-1] == "serve"
+    # The config file the unit names is the one in deploy/, in its ConfigurationDirectory.
+    assert config == Path("/etc") / service["ConfigurationDirectory"] / "sealexports.toml"
+    settings = load_settings(DEPLOY / "sealexports.toml", environ={})
+    # Everything the service writes is under its StateDirectory (the rest is read-only).
+    state = Path("/var/lib") / service["StateDirectory"]
+    assert service["WorkingDirectory"] == str(state)
+    for path in (settings.database, settings.queue_path, settings.exports_dir):
+        assert path.is_relative_to(state), path
+    assert settings.host == "127.0.0.1"  # behind the proxy
+    # Stopping: open requests get GRACEFUL_SHUTDOWN_SECONDS, then workers requeue running exports.
+    assert int(service["TimeoutStopSec"]) >= GRACEFUL_SHUTDOWN_SECONDS + 30
+    assert service["KillSignal"] == "SIGTERM"
+    for key, value in {
+        "DynamicUser": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "Restart": "on-failure",
+    }.items():
+        assert service[key] == value, key
+
+
+# --- the proxies ----------------------------------------------------------------------------------
+
+
+def test_proxy_body_limits_match_the_events_limit() -> None:
+    assert MAX_BODY_BYTES % 2**20 == 0
+    mib = MAX_BODY_BYTES // 2**20
+    nginx = re.findall(r"^\s*client_max_body_size (\S+);", (DEPLOY / "nginx.conf").read_text(), re.M)
+    assert nginx == [f"{mib}m"]  # nginx's m is MiB
+    caddy = re.findall(r"^\s*max_size (\S+)", (DEPLOY / "Caddyfile").read_text(), re.M)
+    assert caddy == [f"{mib}MiB"]
+
+
+def test_caddyfile_is_valid_and_formatted(tmp_path: Path) -> None:
+    caddy = tool("caddy")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    caddyfile = str(DEPLOY / "Caddyfile")
+    r = subprocess.run(
+        [caddy, "validate", "--adapter", "caddyfile", "--config", caddyfile],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0 and "Valid configuration" in r.stdout, r.stdout + r.stderr
+    assert "not formatted" not in r.stderr
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _nginx_site(tmp_path: Path, cert: Path, key: Path, upstream: str) -> tuple[Path, int]:
+    """deploy/nginx.conf on free loopback ports, with the test's certificate and server."""
+    site = (DEPLOY / "nginx.conf").read_text()
+    https = live.free_port()
+    for old, new in {
+        "listen 80;": f"listen 127.0.0.1:{live.free_port()};",
+        "listen [::]:80;": "",
+        "listen 443 ssl http2;": f"listen 127.0.0.1:{https} ssl http2;",
+        "listen [::]:443 ssl http2;": "",
+        "/etc/letsencrypt/live/exports.example.com/fullchain.pem": str(cert),
+        "/etc/letsencrypt/live/exports.example.com/privkey.pem": str(key),
+        "proxy_pass http://127.0.0.1:8000;": f"proxy_pass {upstream};",
+    }.items():
+        assert site.count(old) == 1, old
+        site = site.replace(old, new)
+    (tmp_path / "site.conf").write_text(site)
+    temp = tmp_path / "nginx-temp"
+    temp.mkdir()
+    main = tmp_path / "nginx-main.conf"
+    main.write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")  # the workers must reach the test's files
+        + f"daemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        + "events {}\nhttp {\n    access_log off;\n"
+        + "".join(f"    {kind}_temp_path {temp}/{kind};\n" for kind in TEMP_PATHS)
+        + f"    include {tmp_path}/site.conf;\n}}\n"
+    )  # fmt: skip
+    return main, https
+
+
+def test_nginx_example_serves_working_https_links(tmp_path: Path) -> None:
+    nginx = tool("nginx")
+    cert, key = _certificate(tmp_path)
+    db = seed_demo(tmp_path / "db.sqlite", visits=300, days=5)
+    conn = connect(db.path)
+    api_key = create_key(conn, db.site.site_id)
+    conn.close()
+    with live.running(db.path, tmp_path, env={"SEALEXPORTS_PUBLIC_URL": ""}) as server:
+        main, port = _nginx_site(tmp_path, cert, key, server.url)
+        test = subprocess.run(
+            [nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True
+        )
+        assert test.returncode == 0, test.stderr
+        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(main)], stderr=subprocess.PIPE)
+        try:
+            base = f"https://localhost:{port}"
+            _wait_for(f"{base}/healthz", cert, proxy)
+            r = requests.post(
+                f"{base}/api/v1/exports",
+                params={"site_id": db.site.site_id},
+                json={"export_type": "sources", "date_from": str(db.date_from), "date_to": str(db.date_to)},
+                headers={"X-API-Key": api_key},
+                verify=str(cert),
+                timeout=30,
+            )
+            assert r.status_code == 201, r.text
+            assert re.fullmatch("[0-9a-f]{32}", r.headers["X-Request-ID"])  # nginx's $request_id
+            link = r.json()["job"]["download_url"]
+            # public_url unset: the link is where the client went, through the proxy, over TLS.
+            assert link.startswith(f"{base}/api/v1/exports/download/"), link
+            through = requests.get(link, verify=str(cert), timeout=30)
+            direct = requests.get(link.replace(base, server.url), timeout=30)
+            assert through.status_code == direct.status_code == 200
+            assert through.content == direct.content and through.content.startswith(b"utm_source,")
+            # A body over the events limit stops at the proxy.
+            big = requests.post(
+                f"{base}/api/v1/events", data=b"x" * (MAX_BODY_BYTES + 1), verify=str(cert), timeout=30
+            )
+            assert big.status_code == 413 and big.headers["Server"].startswith("nginx")
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+
+
+def _wait_for(url: str, cert: Path, proxy: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if requests.get(url, verify=str(cert), timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proxy.poll() is not None or time.monotonic() > deadline:
+            proxy.kill()
+            raise RuntimeError(
+                "nginx did not start: " + (proxy.stderr.read() if proxy.stderr else b"").decode()
+            )
+        time.sleep(0.1)
