@@ -48,6 +48,8 @@ class Settings:
     sync_row_limit: int = 10_000
     download_ttl_seconds: int = 86_400
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
+    query_timeout_seconds: float = 10.0  # each request's queries (estimate, stream, sync export, list)
+    job_timeout_seconds: float = 3600.0  # a background export, start to finish
     secret_key: str = ""  # empty: generated on first run and kept in the database
     log_level: str = "info"  # debug, info, warning, error
     log_format: str = "text"  # text or json (one object a line)
@@ -114,6 +116,12 @@ def _scalar_keys() -> list[str]:
 def _checked(key: str, value: Any, kind: type) -> Any:
     if kind is tuple:
         return _networks(key, value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"config key {key!r} must be a number of seconds above 0, got {value!r}")
+        if value == float("inf"):
+            raise ConfigError(f"config key {key!r} must be finite, got {value!r}")
+        return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
@@ -160,6 +168,13 @@ def _networks(key: str, value: Any) -> tuple[str, ...]:
 def _from_env(key: str, raw: str) -> Any:
     if type(getattr(Settings(), key)) is tuple:  # comma-separated; empty: an empty list
         return [v.strip() for v in raw.split(",") if v.strip()]
+    if type(getattr(Settings(), key)) is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"environment variable {ENV_PREFIX}{key.upper()} must be a number, got {raw!r}"
+            ) from None
     if type(getattr(Settings(), key)) is int:
         try:
             return int(raw)

@@ -74,6 +74,18 @@ class Unavailable(SealExportsError):
     code = "unavailable"
 
 
+class QueryTimeout(SealExportsError):
+    """A query ran past its deadline (`query_timeout_seconds`, `job_timeout_seconds`) and was stopped."""
+
+    code = "query_timeout"
+
+
+class Interrupted(SealExportsError):
+    """A query was stopped because its client hung up or the service is stopping."""
+
+    code = "interrupted"
+
+
 class Cancelled(SealExportsError):
     """An export was cancelled while it was being written."""
 

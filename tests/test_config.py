@@ -225,6 +225,11 @@ def test_example_config_documents_every_key() -> None:
         ({"SEALEXPORTS_ROOT_PATH": "exports"}, "root_path"),
         ({"SEALEXPORTS_LOG_FORMAT": "xml"}, "log_format"),
         ({"SEALEXPORTS_LOG_LEVEL": "verbose"}, "log_level"),
+        ({"SEALEXPORTS_QUERY_TIMEOUT_SECONDS": "soon"}, "SEALEXPORTS_QUERY_TIMEOUT_SECONDS"),
+        ({"SEALEXPORTS_QUERY_TIMEOUT_SECONDS": "0"}, "query_timeout_seconds"),
+        ({"SEALEXPORTS_QUERY_TIMEOUT_SECONDS": "nan"}, "query_timeout_seconds"),
+        ({"SEALEXPORTS_JOB_TIMEOUT_SECONDS": "inf"}, "job_timeout_seconds"),
+        ({"SEALEXPORTS_JOB_TIMEOUT_SECONDS": "-1"}, "job_timeout_seconds"),
     ],
 )
 def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
@@ -272,6 +277,10 @@ def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
         ("[plans.pro]\nconcurrent_exports = true", "plans.pro.concurrent_exports"),
         ('[plans.enterprise]\nrequests_per_minute = "10"', "plans.enterprise.requests_per_minute"),
         ("[plans.enterprise]\nrequests_per_minute = 1.5", "plans.enterprise.requests_per_minute"),
+        ("query_timeout_seconds = 0", "'query_timeout_seconds'"),
+        ('query_timeout_seconds = "10"', "'query_timeout_seconds'"),
+        ("query_timeout_seconds = true", "'query_timeout_seconds'"),
+        ("job_timeout_seconds = -0.5", "'job_timeout_seconds'"),
     ],
 )
 def test_bad_file_values(tmp_path: Path, toml: str, named: str) -> None:
@@ -340,3 +349,11 @@ def test_logging_and_metrics_settings_from_the_environment() -> None:
     settings = load_settings(environ=environ)
     assert (settings.log_format, settings.log_level, settings.metrics_token) == ("json", "debug", "t")
     assert (Settings().log_format, Settings().log_level, Settings().metrics_token) == ("text", "info", "")
+
+
+def test_timeouts_take_fractions_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "query_timeout_seconds = 2.5\njob_timeout_seconds = 600\n")
+    settings = load_settings(path, environ={"SEALEXPORTS_QUERY_TIMEOUT_SECONDS": "0.25"})
+    assert settings.query_timeout_seconds == 0.25
+    assert settings.job_timeout_seconds == 600.0
+    assert load_settings(environ={}).query_timeout_seconds == 10.0

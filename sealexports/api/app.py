@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,9 +44,13 @@ def healthz(services: NamedDependency[Services]) -> HealthOut:
     return HealthOut(status="ok", version=__version__)
 
 
-def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, run_workers: bool | None = None, stopping: threading.Event | None = None
+) -> Litestar:
     """Build the app. Migrates the database first. The huey consumer starts with the app
-    (in its worker threads) unless `run_workers` is False or `settings.workers` is 0."""
+    (in its worker threads) unless `run_workers` is False or `settings.workers` is 0.
+    Setting `stopping` (the server does it on SIGTERM) stops every running query at once:
+    requests answer 503, background exports go back to pending."""
     settings.exports_dir.mkdir(parents=True, exist_ok=True)
     conn = connect(settings.database)
     try:
@@ -53,7 +58,9 @@ def create_app(settings: Settings, *, run_workers: bool | None = None) -> Litest
     finally:
         conn.close()
     tokens = DownloadTokens(secret, settings.download_ttl_seconds)
-    services = Services(settings, ConnectionPerThread(settings.database), tokens, JobQueue(settings, tokens))
+    services = Services(
+        settings, ConnectionPerThread(settings.database), tokens, JobQueue(settings, tokens, stopping)
+    )
     start_workers = settings.workers > 0 if run_workers is None else run_workers
 
     @asynccontextmanager

@@ -29,6 +29,11 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.Conflict: 409,
     errors.UnsupportedMediaType: 415,
     errors.Unavailable: 503,
+    # The request asks for more work than one request may do (like a regex too slow on a value):
+    # a 4xx, since the same request will time out again; the message says what to change.
+    errors.QueryTimeout: 422,
+    # Stopped by a shutdown (or a client that hung up and will not read this): try again.
+    errors.Interrupted: 503,
 }
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Generator
 from typing import Annotated, Any
 
 import anyio
@@ -16,6 +17,7 @@ from litestar.response import File, Stream
 from sealexports.api import openapi, proxy
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
 from sealexports.api.services import Services
+from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
@@ -32,6 +34,7 @@ AccountId = Annotated[
 ]
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
+FIRST_CHUNKS = 2  # a raw export's header, then its first rows
 
 
 def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
@@ -127,11 +130,10 @@ class ExportsController(Controller):
     @post(
         "/",
         status_code=201,
-        sync_to_thread=True,
         summary="Create an export job",
         responses=openapi.CREATE,
     )
-    def create(
+    async def create(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ExportBody],
@@ -144,29 +146,41 @@ class ExportsController(Controller):
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
         site = _site(services, account, site_id, account_id)
         req = _request(site, data)
-        conn = services.db.get()
-        est = engine.estimate(conn, req, services.settings.sync_row_limit)
-        job = lifecycle.create_job(conn, services.settings, site, req, est)
-        if est.will_use_background_job:
-            services.queue.enqueue(job.job_id)
-            message = f"Export job created. Poll GET /api/v1/exports/{job.job_id} until it completes."
-        else:
-            run_export(conn, services.settings.exports_dir, services.tokens, job.job_id)
-            message = "Export completed. Ready for download."
-        job = store.get_job(conn, job.job_id)
-        if job.status == lifecycle.Status.FAILED:
-            message = f"Export failed: {job.error_message}"
-        return CreateOut(job=job_out(services, job, request), estimate=_estimate_out(est), message=message)
+        deadline = request_deadline(services)
+
+        def work() -> CreateOut:
+            conn = services.db.get()
+            with deadline.running(conn):
+                est = engine.estimate(conn, req, services.settings.sync_row_limit)
+            job = lifecycle.create_job(conn, services.settings, site, req, est)
+            if est.will_use_background_job:
+                services.queue.enqueue(job.job_id)
+                message = f"Export job created. Poll GET /api/v1/exports/{job.job_id} until it completes."
+            else:
+                exports_dir = services.settings.exports_dir
+                run_export(conn, exports_dir, services.tokens, job.job_id, deadline=deadline)
+                message = "Export completed. Ready for download."
+            job = store.get_job(conn, job.job_id)
+            if job.status == lifecycle.Status.PENDING:  # stopped by a disconnect or a shutdown
+                services.queue.enqueue(job.job_id)
+                message = f"Export continues in the background. Poll GET /api/v1/exports/{job.job_id}."
+            if job.status == lifecycle.Status.FAILED:
+                message = f"Export failed: {job.error_message}"
+            return CreateOut(
+                job=job_out(services, job, request), estimate=_estimate_out(est), message=message
+            )
+
+        return await in_thread(work, deadline, request.receive)
 
     @post(
         "/estimate",
         status_code=200,
-        sync_to_thread=True,
         summary="Estimate an export's size",
         responses=openapi.ESTIMATE,
     )
-    def estimate(
+    async def estimate(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -175,8 +189,15 @@ class ExportsController(Controller):
     ) -> EstimateOut:
         """Rows, bytes and time an export would take, without creating a job."""
         site = _site(services, account, site_id, account_id)
-        est = engine.estimate(services.db.get(), _request(site, data), services.settings.sync_row_limit)
-        return _estimate_out(est)
+        req = _request(site, data)
+        deadline = request_deadline(services)
+
+        def work() -> engine.Estimate:
+            conn = services.db.get()
+            with deadline.running(conn):
+                return engine.estimate(conn, req, services.settings.sync_row_limit)
+
+        return _estimate_out(await in_thread(work, deadline, request.receive))
 
     @get("/", summary="List export jobs", responses=openapi.LIST)
     async def list(
@@ -198,9 +219,10 @@ class ExportsController(Controller):
             await anyio.to_thread.run_sync(
                 lambda: lifecycle.expire_jobs(services.db.get(), services.settings.exports_dir)
             )
-        jobs, total = store.list_jobs(
-            conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
-        )
+        with request_deadline(services).running(conn):
+            jobs, total = store.list_jobs(
+                conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
+            )
         summaries = []
         for job in jobs:
             full = job_out(services, job, request)
@@ -290,13 +312,13 @@ class ExportsController(Controller):
     @post(
         "/stream",
         status_code=200,
-        sync_to_thread=True,
         summary="Stream a small export",
         responses=openapi.STREAM,
         operation_class=openapi.FileOperation,
     )
-    def stream(
+    async def stream(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -306,29 +328,33 @@ class ExportsController(Controller):
         """The file itself, for exports under the sync row limit; 413 at or over it."""
         site = _site(services, account, site_id, account_id)
         req = _request(site, data)
-        est = engine.estimate(services.db.get(), req, services.settings.sync_row_limit)
-        if est.will_use_background_job:
-            raise TooLarge(
-                f"Export too large for streaming ({est.estimated_rows:,} rows). "
-                "Use POST /exports to create a background job."
-            )
+        deadline = request_deadline(services)
+
+        def start() -> tuple[sqlite3.Connection, Generator[bytes, None, None], list[bytes]]:
+            """Estimate, then make the first chunks here, so that a deadline passed in the
+            query's first (for aggregates: only) long step is an error answer, not a cut stream."""
+            with deadline.running(services.db.get()):
+                est = engine.estimate(services.db.get(), req, services.settings.sync_row_limit)
+            if est.will_use_background_job:
+                raise TooLarge(
+                    f"Export too large for streaming ({est.estimated_rows:,} rows). "
+                    "Use POST /exports to create a background job."
+                )
+            conn = connect(services.settings.database, migrate=False)  # the stream's own
+            chunks = engine.chunks(conn, req)
+            try:
+                with deadline.running(conn):
+                    first = list(itertools.islice(chunks, FIRST_CHUNKS))
+            except BaseException:
+                chunks.close()
+                conn.close()
+                raise
+            return conn, chunks, first
+
+        conn, chunks, first = await in_thread(start, deadline, request.receive)
         name = f"{req.type.name}_{req.date_from}_{req.date_to}.{req.format}"
         return Stream(
-            _bridge(services, req),
+            bridge(conn, chunks, deadline, first),
             media_type=req.media_type,
             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
         )
-
-
-async def _bridge(services: Services, req: ExportRequest) -> AsyncIterator[bytes]:
-    """Pull the sync chunk generator on a worker thread, one chunk at a time, with its own
-    connection; the event loop never runs a query."""
-    conn: sqlite3.Connection = await anyio.to_thread.run_sync(
-        lambda: connect(services.settings.database, migrate=False)
-    )
-    chunks: Iterator[bytes] = engine.chunks(conn, req)
-    try:
-        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-            yield chunk
-    finally:
-        conn.close()

@@ -11,7 +11,7 @@ import math
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -98,7 +98,7 @@ def _percent(part: int, whole: int) -> float:
     return (part * 20000 + whole) // (2 * whole) / 100
 
 
-def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[bytes]:
+def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, None, None]:
     """The export file's bytes, a chunk at a time."""
     if req.type.kind == "events":
         source: Iterator[bytes] = (data for data, _ in raw.chunks(conn, req))

@@ -17,6 +17,7 @@ from sealexports.config import Settings
 from sealexports.jobs.lifecycle import expire_jobs
 from sealexports.jobs.runner import recover, run_export
 from sealexports.storage.database import connect
+from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ class EmbeddedConsumer(Consumer):  # type: ignore[misc]
 
 
 class JobQueue:
-    def __init__(self, settings: Settings, tokens: DownloadTokens) -> None:
+    def __init__(
+        self, settings: Settings, tokens: DownloadTokens, stopping: threading.Event | None = None
+    ) -> None:
         self.settings = settings
         self.tokens = tokens
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()  # set: running exports go back to pending
         self.huey = SqliteHuey("sealexports", filename=str(settings.queue_path), timeout=30)
         # Task names are part of the queue's stored data: keep them stable across releases.
         self._run_export = self.huey.task(name="run_export")(self._run)
@@ -47,7 +50,14 @@ class JobQueue:
     def _run(self, job_id: str) -> None:
         conn = connect(self.settings.database, migrate=False)
         try:
-            run_export(conn, self.settings.exports_dir, self.tokens, job_id, self.stopping)
+            limit = self.settings.job_timeout_seconds
+            deadline = Deadline(
+                limit,
+                f"the export took longer than {limit:g} s (job_timeout_seconds) and was stopped; "
+                "narrow the date range or the filters",
+                shutdown=self.stopping,
+            )
+            run_export(conn, self.settings.exports_dir, self.tokens, job_id, self.stopping, deadline)
         finally:
             conn.close()
 

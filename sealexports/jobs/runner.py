@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sealexports import logs, metrics
-from sealexports.errors import Cancelled, SealExportsError
+from sealexports.errors import Cancelled, Interrupted, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs.lifecycle import RUNNING, Status, remove_file, transition
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import now_iso
 from sealexports.storage.database import connect
+from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,15 @@ def run_export(
     tokens: DownloadTokens,
     job_id: str,
     stopping: threading.Event | None = None,
+    deadline: Deadline | None = None,
 ) -> None:
+    """`deadline` bounds the whole run: past it the job fails and leaves no file; if its `stop`
+    is set (a shutdown, a client that hung up) the job goes back to pending."""
     job = store.find_job(conn, job_id)
     if job is None or job.status != Status.PENDING:
         return
     with logs.context(job_id=job_id, site=job.site_id, type=job.export_type):
-        _run(conn, exports_dir, tokens, job, stopping)
+        _run(conn, exports_dir, tokens, job, stopping, deadline)
 
 
 def _run(
@@ -58,6 +62,7 @@ def _run(
     tokens: DownloadTokens,
     job: store.JobRecord,
     stopping: threading.Event | None,
+    deadline: Deadline | None,
 ) -> None:
     job_id = job.job_id
     if not transition(
@@ -67,10 +72,13 @@ def _run(
     log.info("export started (%s, attempt %d)", job.format, job.attempts + 1)
     started = time.monotonic()
     dest = exports_dir / f"{job_id}.{job.format}"
+    if deadline is None:
+        deadline = Deadline(float("inf"), "", shutdown=stopping)
     try:
         dest.unlink(missing_ok=True)  # an earlier attempt killed between its rename and its commit
         req = request_for(job)
-        total = engine.count_estimate(conn, req)
+        with deadline.running(conn):
+            total = engine.count_estimate(conn, req)
         if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
             return
         shown = [0]
@@ -89,16 +97,18 @@ def _run(
         def cancelled() -> bool:
             if stopping is not None and stopping.is_set():
                 raise _Stopping
+            deadline.check()
             return store.job_status(side, job_id) != Status.GENERATING
 
         try:
-            info = engine.write_file(conn, req, dest, progress=progress, cancelled=cancelled)
+            with deadline.running(conn):
+                info = engine.write_file(conn, req, dest, progress=progress, cancelled=cancelled)
         finally:
             side.close()
     except Cancelled:
         log.info("export deleted while generating")  # write_file left no file
         return
-    except _Stopping:
+    except (_Stopping, Interrupted):
         transition(conn, job_id, RUNNING, Status.PENDING, progress_percent=0)
         log.info("export stopped by shutdown: back to pending")
         return
