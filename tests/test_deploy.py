@@ -104,7 +104,7 @@ def test_unit_and_its_config_agree() -> None:
     assert int(service["TimeoutStopSec"]) >= GRACEFUL_SHUTDOWN_SECONDS + 30
     assert service["KillSignal"] == "SIGTERM"
     for key, value in {
-        "DynamicUser": "yes",
+        "User": "sealexports",
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
         "PrivateTmp": "yes",

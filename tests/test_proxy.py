@@ -114,6 +114,8 @@ def test_forwarded_headers_from_a_trusted_proxy_are_honoured(served: Any) -> Non
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "stats.example.org"}
     job = _create(f"{server.api}/exports", call, **forwarded, **{"X-Forwarded-For": "203.0.113.9"})
     assert re.fullmatch(rf"https://stats\.example\.org{API}/download/{TOKEN}", job["download_url"])
+    # The client in the access log is the one the proxy saw.
+    assert '203.0.113.9 "POST /api/v1/exports' in server.log.read_text()
     # RFC 7239 Forwarded, as some proxies send it.
     job = _create(
         f"{server.api}/exports", call, Forwarded='for=203.0.113.9;proto=https;host="x.example:8443"'
