@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -30,8 +31,11 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium(*, width: int = 1280, height: int = 900, offline: bool = False) -> Iterator[webdriver.Chrome]:
-    """A fresh headless Chromium with an empty profile. `offline` blocks every host but loopback."""
+def chromium(
+    *, width: int = 1280, height: int = 900, offline: bool = False, downloads: Path | None = None
+) -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium with an empty profile. `offline` blocks every host but loopback;
+    `downloads` is where downloaded files go (without asking)."""
     require_chromium()
     profile = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
@@ -53,6 +57,15 @@ def chromium(*, width: int = 1280, height: int = 900, offline: bool = False) -> 
     if offline:
         # Every name but localhost resolves nowhere: a page that needs a CDN stays blank.
         options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1")
+    if downloads is not None:
+        options.add_experimental_option(
+            "prefs",
+            {
+                "download.default_directory": str(downloads),
+                "download.prompt_for_download": False,
+                "safebrowsing.enabled": False,
+            },
+        )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver

@@ -25,6 +25,8 @@ from sealexports.api.limits import rate_limits
 from sealexports.api.metrics import scrape as metrics_scrape
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
+from sealexports.api.sites import SitesController
+from sealexports.api.ui import routers as ui_routers
 from sealexports.config import Settings
 from sealexports.errors import ConfigError, Unavailable
 from sealexports.jobs.queue import JobQueue
@@ -74,7 +76,7 @@ def create_app(
                 await anyio.to_thread.run_sync(services.queue.stop)
             services.db.close_all()
 
-    handlers: list[Any] = [ExportsController, EventsController, healthz]
+    handlers: list[Any] = [ExportsController, EventsController, SitesController, healthz, *ui_routers()]
     if settings.metrics_token:
         handlers.append(metrics_scrape)
     app = Litestar(

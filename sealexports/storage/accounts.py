@@ -108,8 +108,12 @@ def get_site(conn: sqlite3.Connection, site_id: str, *, account_id: int | None =
     return _site(row)
 
 
-def list_sites(conn: sqlite3.Connection) -> list[Site]:
-    return [_site(r) for r in conn.execute(_SITE_SELECT + " ORDER BY s.site_id")]
+def list_sites(conn: sqlite3.Connection, *, account_id: int | None = None) -> list[Site]:
+    """Every site, or (when `account_id` is given) that account's."""
+    if account_id is None:
+        return [_site(r) for r in conn.execute(_SITE_SELECT + " ORDER BY s.site_id")]
+    rows = conn.execute(_SITE_SELECT + " WHERE a.id = ? ORDER BY s.site_id", [account_id])
+    return [_site(r) for r in rows]
 
 
 def create_key(conn: sqlite3.Connection, site_id: str, name: str | None = None, scope: str = "read") -> str:

@@ -1,0 +1,87 @@
+"""What a site's data covers: its first and last day, and the values each filter key takes.
+
+For pickers (the web page): which dates have data, and which values a filter would match, with
+how often each occurs. Reads the daily rollups where they hold the key; else the events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import date
+
+from sealexports.errors import InvalidRequest
+from sealexports.exports.filters import FILTER_KEYS
+from sealexports.storage.schema import ROLLUP_DIMENSIONS
+
+MAX_LIMIT = 500
+VALUE_KEYS = tuple(k for k in FILTER_KEYS if k != "advanced_filters")
+
+# Keys the rollups do not hold: the table to count in, and what a count means there.
+_EVENT_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    "utm_content": (("visits",), "visits"),
+    "content_grouping": (("pageviews",), "page views"),
+    "conversion_type": (("conversions", "microconversions"), "events"),
+}
+
+
+@dataclass(frozen=True)
+class Span:
+    first_day: str | None  # None: the site has no data yet
+    last_day: str | None
+
+
+@dataclass(frozen=True)
+class Values:
+    key: str
+    unit: str  # what `count` counts: visits, page views or events
+    values: list[tuple[str, int]]  # most frequent first, ties by value
+    truncated: bool  # more values occur than were returned
+
+
+def span(conn: sqlite3.Connection, site_id: str) -> Span:
+    """The site's first and last day with events (the rollups' daily totals: an index search)."""
+    row = conn.execute(
+        "SELECT min(day), max(day) FROM day_metrics WHERE site_id = ? AND dimension = ''", [site_id]
+    ).fetchone()
+    return Span(row[0], row[1])
+
+
+def filter_values(
+    conn: sqlite3.Connection,
+    site_id: str,
+    key: str,
+    date_from: date,
+    date_to: date,
+    *,
+    limit: int = 100,
+) -> Values:
+    """The values `key` takes on the site's days `date_from`..`date_to`, with their counts; a
+    missing value is left out (no filter value matches it)."""
+    if key not in VALUE_KEYS:
+        raise InvalidRequest(
+            f"unknown filter key {key!r} (expected one of {', '.join(VALUE_KEYS)})", field="key"
+        )
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    if date_from > date_to:
+        raise InvalidRequest(f"date_from {date_from} is after date_to {date_to}", field="date_from")
+    args: list[object] = [site_id, date_from.isoformat(), date_to.isoformat()]
+    if key in ROLLUP_DIMENSIONS:
+        unit = "visits"
+        sql = (
+            "SELECT value, SUM(entrances) AS n FROM day_metrics WHERE site_id = ? AND day BETWEEN ? AND ? "
+            "AND dimension = ? AND value != '' GROUP BY value"
+        )
+        args.append(key)
+    else:
+        tables, unit = _EVENT_SOURCES[key]
+        sql = " UNION ALL ".join(
+            f"SELECT {key} AS value, COUNT(*) AS n FROM {table} WHERE site_id = ? AND day BETWEEN ? AND ? "
+            f"AND {key} IS NOT NULL AND {key} != '' GROUP BY {key}"
+            for table in tables
+        )
+        sql = f"SELECT value, SUM(n) AS n FROM ({sql}) GROUP BY value"
+        args = args * len(tables)
+    rows = conn.execute(f"{sql} HAVING n > 0 ORDER BY n DESC, value LIMIT ?", [*args, limit + 1]).fetchall()
+    return Values(key, unit, [(v, int(n)) for v, n in rows[:limit]], len(rows) > limit)
