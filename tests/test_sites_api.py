@@ -6,10 +6,15 @@ from __future__ import annotations
 from collections import Counter
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
+from sealexports.storage.accounts import revoke_key
+from tests import test_api
 from tests.apps import Api, ApiFactory, Template
 from tests.conftest import DemoDB
+from tests.test_api import assert_error
+from tests.test_isolation import assert_nothing_leaks, build_world, canonical
 
 SITES = "/api/v1/sites"
 
@@ -119,3 +124,36 @@ def test_values_of_another_accounts_site_are_404(api: Api, make: ApiFactory) -> 
         f"{SITES}/demo/values", params={"key": "country"}, headers={"X-API-Key": api.other["other"]}
     )
     assert r.status_code == 404
+
+
+# --- Isolation (the world of tests/test_isolation.py: two accounts, two or three sites each) -----
+
+small = test_api.small
+
+
+def test_each_account_sees_only_its_sites_and_others_answer_like_unknown(
+    make: ApiFactory, small: Template
+) -> None:
+    world = build_world(make, small)
+    api = world.api
+    for me, them in ((world.a, world.b), (world.b, world.a)):
+        listed = api.client.get(SITES, headers=me.headers)
+        assert [s["site_id"] for s in listed.json()["sites"]] == sorted(me.sites)
+        assert_nothing_leaks(listed, them.secrets(), sent="")
+
+        def values(site: str, headers: dict[str, str] = me.headers) -> httpx.Response:
+            return api.client.get(f"{SITES}/{site}/values", params={"key": "country"}, headers=headers)
+
+        unknown = values("nowhere")
+        assert_error(unknown, 404)
+        for site in them.sites:
+            r = values(site)
+            assert canonical(r, site, "<site>") == canonical(unknown, "nowhere", "<site>")
+            assert_nothing_leaks(r, them.secrets(), sent=str(r.request.url))
+    with api.conn() as conn:
+        revoke_key(conn, world.a.key[:12])
+    for r in (
+        api.client.get(SITES, headers=world.a.headers),
+        api.client.get(f"{SITES}/demo/values", params={"key": "os"}, headers=world.a.headers),
+    ):
+        assert assert_error(r, 401)["detail"] == "invalid or revoked API key"
