@@ -40,8 +40,22 @@ class Tags(HTMLParser):
 
 def test_root_redirects_to_the_page(api: Api) -> None:
     r = api.client.get("/", follow_redirects=False)
-    assert r.status_code == 302 and r.headers["location"] == "ui"
+    assert r.status_code == 302 and r.headers["location"] == "/ui"
     assert api.client.get("/").url.path == "/ui"
+
+
+def test_under_a_path_prefix_the_page_and_its_assets_are_under_it(make: ApiFactory, demo_db: DemoDB) -> None:
+    template = Template(demo_db.path, "demo", str(demo_db.date_from), str(demo_db.date_to))
+    api = make(template, run_workers=False, root_path="/exports")
+    for path in ("/exports/", "/"):  # the proxy kept the prefix, or stripped it
+        r = api.client.get(path, follow_redirects=False)
+        assert r.headers["location"] == "/exports/ui"
+    page = api.client.get("/exports/ui")
+    assert page.status_code == 200
+    # Relative references: from /exports/ui they resolve under /exports/.
+    for ref in re.findall(r'(?:src|href)="(ui/static/[^"]+)"', page.text):
+        assert api.client.get(f"/exports/{ref}").status_code == 200
+    assert "new URL(`api/v1/${path}`, document.baseURI)" in (UI_DIR / "api.js").read_text()
 
 
 @pytest.mark.parametrize("path", ["/ui", "/ui/static/app.js", "/ui/static/api.js", "/ui/static/ui.css"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import Response, Router, get
+from litestar import Request, Response, Router, get
 from litestar.response import File, Redirect
 from litestar.static_files import create_static_files_router
 
@@ -32,9 +32,9 @@ async def _secure(response: Response[Any]) -> Response[Any]:
 
 
 @get("/", include_in_schema=False)
-async def root() -> Redirect:
-    """The page lives at /ui (relative, so that it works behind a path prefix too)."""
-    return Redirect("ui", status_code=302)
+async def root(request: Request[Any, Any, Any]) -> Redirect:
+    """The page lives at /ui (under the path prefix, if any)."""
+    return Redirect(f"{request.scope.get('root_path', '')}/ui", status_code=302)
 
 
 @get("/ui", include_in_schema=False, after_request=_secure)
