@@ -7,6 +7,7 @@ runner while it runs the job) are added to every line logged meanwhile, ours or 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -41,10 +42,14 @@ def reset_context(token: Any) -> None:
     _context.reset(token)
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     seconds = int(record.created)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{int((record.created - seconds) * 1000):03d}Z"
+    return f"{_second(seconds)}.{int((record.created - seconds) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):

@@ -37,8 +37,14 @@ class AccessLog:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        method, path = scope["method"], scope["path"]  # routing may rewrite the path
         token = logs.set_context(request_id=request_id(scope))
+        if not (self.count or log.isEnabledFor(logging.INFO)):  # nothing to write down
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                logs.reset_context(token)
+            return
+        method, path = scope["method"], scope["path"]  # routing may rewrite the path
         started = time.perf_counter()
         status = 500  # unless a response starts
 
