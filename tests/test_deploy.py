@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from sealexports.config import load_settings
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
 from tests import live
-from tests.conftest import say, seed_demo
+from tests.conftest import DemoDB, say, seed_demo
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNIT = DEPLOY / "sealexports.service"
@@ -180,48 +182,108 @@ def _nginx_site(tmp_path: Path, cert: Path, key: Path, upstream: str) -> tuple[P
     return main, https
 
 
-def test_nginx_example_serves_working_https_links(tmp_path: Path) -> None:
-    nginx = tool("nginx")
-    cert, key = _certificate(tmp_path)
+@dataclass
+class Upstream:
+    """A live server on a small seeded database, and a read key for it."""
+
+    server: live.Server
+    db: DemoDB
+    key: str
+    write_key: str
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
     db = seed_demo(tmp_path / "db.sqlite", visits=300, days=5)
     conn = connect(db.path)
-    api_key = create_key(conn, db.site.site_id)
+    key, write_key = create_key(conn, db.site.site_id), create_key(conn, db.site.site_id, scope="write")
     conn.close()
     with live.running(db.path, tmp_path, env={"SEALEXPORTS_PUBLIC_URL": ""}) as server:
-        main, port = _nginx_site(tmp_path, cert, key, server.url)
-        test = subprocess.run(
-            [nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True
-        )
-        assert test.returncode == 0, test.stderr
-        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(main)], stderr=subprocess.PIPE)
-        try:
-            base = f"https://localhost:{port}"
-            _wait_for(f"{base}/healthz", cert, proxy)
-            r = requests.post(
-                f"{base}/api/v1/exports",
-                params={"site_id": db.site.site_id},
-                json={"export_type": "sources", "date_from": str(db.date_from), "date_to": str(db.date_to)},
-                headers={"X-API-Key": api_key},
-                verify=str(cert),
-                timeout=30,
-            )
-            assert r.status_code == 201, r.text
-            assert re.fullmatch("[0-9a-f]{32}", r.headers["X-Request-ID"])  # nginx's $request_id
-            link = r.json()["job"]["download_url"]
-            # public_url unset: the link is where the client went, through the proxy, over TLS.
-            assert link.startswith(f"{base}/api/v1/exports/download/"), link
-            through = requests.get(link, verify=str(cert), timeout=30)
-            direct = requests.get(link.replace(base, server.url), timeout=30)
-            assert through.status_code == direct.status_code == 200
-            assert through.content == direct.content and through.content.startswith(b"utm_source,")
-            # A body over the events limit stops at the proxy.
-            big = requests.post(
-                f"{base}/api/v1/events", data=b"x" * (MAX_BODY_BYTES + 1), verify=str(cert), timeout=30
-            )
-            assert big.status_code == 413 and big.headers["Server"].startswith("nginx")
-        finally:
-            proxy.terminate()
-            proxy.wait(timeout=10)
+        yield Upstream(server, db, key, write_key)
+
+
+def _check_through(base: str, cert: Path, up: Upstream) -> requests.Response:
+    """An export created through the proxy: its link is the proxy's https address and downloads
+    the same bytes as the service itself; a body over the events limit gets a 413."""
+    r = requests.post(
+        f"{base}/api/v1/exports",
+        params={"site_id": up.db.site.site_id},
+        json={"export_type": "sources", "date_from": str(up.db.date_from), "date_to": str(up.db.date_to)},
+        headers={"X-API-Key": up.key},
+        verify=str(cert),
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    link = r.json()["job"]["download_url"]
+    # public_url unset: the link is where the client went, through the proxy, over TLS.
+    assert link.startswith(f"{base}/api/v1/exports/download/"), link
+    through = requests.get(link, verify=str(cert), timeout=30)
+    direct = requests.get(link.replace(base, up.server.url), timeout=30)
+    assert through.status_code == direct.status_code == 200
+    assert through.content == direct.content and through.content.startswith(b"utm_source,")
+    return r
+
+
+def _too_big(base: str, cert: Path, up: Upstream) -> requests.Response:
+    headers = {"X-API-Key": up.write_key, "Content-Type": "application/x-ndjson"}
+    r = requests.post(
+        f"{base}/api/v1/events",
+        params={"site_id": up.db.site.site_id},
+        data=b"x" * (MAX_BODY_BYTES + 1),
+        headers=headers,
+        verify=str(cert),
+        timeout=30,
+    )
+    assert r.status_code == 413, r.text
+    return r
+
+
+def test_nginx_example_serves_working_https_links(tmp_path: Path, upstream: Upstream) -> None:
+    nginx = tool("nginx")
+    cert, key = _certificate(tmp_path)
+    main, port = _nginx_site(tmp_path, cert, key, upstream.server.url)
+    test = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True)
+    assert test.returncode == 0, test.stderr
+    proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(main)], stderr=subprocess.PIPE)
+    try:
+        base = f"https://localhost:{port}"
+        _wait_for(f"{base}/healthz", cert, proxy)
+        created = _check_through(base, cert, upstream)
+        assert re.fullmatch("[0-9a-f]{32}", created.headers["X-Request-ID"])  # nginx's $request_id
+        # nginx refuses it from its Content-Length, before the service sees a byte.
+        assert _too_big(base, cert, upstream).headers["Server"].startswith("nginx")
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+
+
+def test_caddy_example_serves_working_https_links(tmp_path: Path, upstream: Upstream) -> None:
+    caddy = tool("caddy")
+    cert, key = _certificate(tmp_path)
+    port, http = live.free_port(), live.free_port()
+    text = (DEPLOY / "Caddyfile").read_text()
+    for old, new in {
+        # No admin endpoint, no :80 redirect server, the test's certificate and server.
+        "{\n\tservers {": f"{{\n\tadmin off\n\tauto_https disable_redirects\n\thttp_port {http}\n\tservers {{",  # noqa: E501
+        "exports.example.com {": f"https://localhost:{port} {{\n\ttls {cert} {key}",
+        "reverse_proxy 127.0.0.1:8000 {": f"reverse_proxy {upstream.server.url.removeprefix('http://')} {{",
+    }.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(text)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    run = [caddy, "run", "--adapter", "caddyfile", "--config", str(caddyfile)]
+    proxy = subprocess.Popen(run, stderr=subprocess.PIPE, env=env)
+    try:
+        base = f"https://localhost:{port}"
+        _wait_for(f"{base}/healthz", cert, proxy)
+        _check_through(base, cert, upstream)
+        # Caddy cuts the body at max_size as the service reads it (the service stops there too).
+        _too_big(base, cert, upstream)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
 
 
 def _wait_for(url: str, cert: Path, proxy: subprocess.Popen[bytes]) -> None:
@@ -238,3 +300,86 @@ def _wait_for(url: str, cert: Path, proxy: subprocess.Popen[bytes]) -> None:
                 "nginx did not start: " + (proxy.stderr.read() if proxy.stderr else b"").decode()
             )
         time.sleep(0.1)
+
+
+# --- MemoryDenyWriteExecute ---------------------------------------------------------------------
+
+# The kernel's own write-xor-execute rule for a process and its children (Linux 6.3+), the rule
+# the unit's MemoryDenyWriteExecute=yes asks for; checked to hold before exec'ing the command.
+MDWE = """
+import ctypes, mmap, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit(78)
+except PermissionError:
+    pass
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+EVENTS = [
+    {"type": "pageview", "ts": "2025-03-30T10:00:00+02:00", "visitor": "v1", "path": "/",
+     "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+                   "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"},
+    {"type": "pageview", "ts": "2025-03-30T11:00:00+02:00", "visitor": "v2", "path": "/pricing",
+     "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "Chrome/124.0.0.0 Safari/537.36"},
+]  # fmt: skip
+
+
+def test_the_service_runs_without_writable_executable_memory(tmp_path: Path) -> None:
+    import json
+
+    wrapper = tmp_path / "mdwe.py"
+    wrapper.write_text(MDWE)
+    (tmp_path / "events.ndjson").write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
+    base = [
+        sys.executable,
+        str(wrapper),
+        sys.executable,
+        "-m",
+        "sealexports",
+        "--db",
+        str(tmp_path / "db.sqlite"),
+    ]
+    env = {**os.environ, "SEALEXPORTS_EXPORTS_DIR": str(tmp_path / "exports")}
+
+    def run(*args: str) -> str:
+        r = subprocess.run([*base, *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+        if r.returncode == 77:
+            pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    run("init")
+    run("sites", "create", "shop", "--timezone", "Europe/Madrid")
+    run("import", "events.ndjson", "--site", "shop", "--silent")  # ua-parser's compiled resolver
+    day = ("--from", "2025-03-30", "--to", "2025-03-30")
+    browsers = run("export", "--site", "shop", "--type", "browsers", *day, "-o", "-", "--silent")
+    assert sorted(line.split(",")[0] for line in browsers.splitlines()[1:]) == ["Chrome", "Safari"]
+    key = run("keys", "create", "--site", "shop").strip()
+    port = live.free_port()
+    server = subprocess.Popen([*base, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        r = requests.post(
+            f"{url}/api/v1/exports",
+            params={"site_id": "shop"},
+            json={"export_type": "pages", "date_from": "2025-03-30", "date_to": "2025-03-30"},
+            headers={"X-API-Key": key},
+            timeout=30,
+        )
+        assert r.status_code == 201 and r.json()["job"]["status"] == "completed", r.text
+        assert requests.get(r.json()["job"]["download_url"], timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) in (0, -15), (server.stderr.read() if server.stderr else b"").decode()
