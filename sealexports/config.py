@@ -20,6 +20,7 @@ from sealexports.logs import FORMATS, LEVELS
 
 PLAN_NAMES = ("free", "pro", "enterprise")
 ENV_PREFIX = "SEALEXPORTS_"
+MIN_SECRET_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,16 @@ class Plan:
     concurrent_exports: int
     max_rows: int  # 0 = unlimited
     requests_per_minute: int
+    max_stored_bytes: int = 0  # bytes of live export files an account may keep; 0 = unlimited
 
 
+GIB = 1024**3
 DEFAULT_PLANS = {
-    "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240),
-    "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480),
-    "enterprise": Plan(concurrent_exports=10, max_rows=0, requests_per_minute=10_000),
+    "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240, max_stored_bytes=1 * GIB),
+    "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480, max_stored_bytes=10 * GIB),
+    "enterprise": Plan(
+        concurrent_exports=10, max_rows=0, requests_per_minute=10_000, max_stored_bytes=100 * GIB
+    ),
 }
 
 
@@ -50,7 +55,10 @@ class Settings:
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
     query_timeout_seconds: float = 10.0  # each request's queries (estimate, stream, sync export, list)
     job_timeout_seconds: float = 3600.0  # a background export, start to finish
-    secret_key: str = ""  # empty: generated on first run and kept in the database
+    secret_key: str = ""  # empty: read from secret_key_file, else generated once and kept in the database
+    secret_key_file: str = ""  # a file holding the signing secret (kept out of the database)
+    limit_concurrency: int = 256  # uvicorn: connections + tasks at once; past it, 503
+    timeout_keep_alive: int = 5  # uvicorn: seconds an idle keep-alive connection stays open
     log_level: str = "info"  # debug, info, warning, error
     log_format: str = "text"  # text or json (one object a line)
     metrics_token: str = ""  # empty: no /metrics; else it needs Authorization: Bearer <token>
@@ -61,14 +69,37 @@ class Settings:
         """huey's queue lives in a sibling file, away from the analytics database's locks."""
         return self.database.with_name(self.database.name + ".queue")
 
+    def configured_secret(self) -> str:
+        """The signing secret the operator gave (`secret_key`, or `secret_key_file`'s content);
+        empty if neither: then the one generated and kept in the database signs."""
+        if self.secret_key and self.secret_key_file:
+            raise ConfigError("give the signing secret once: secret_key or secret_key_file, not both")
+        if not self.secret_key_file:
+            return self.secret_key
+        try:
+            secret = Path(self.secret_key_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read secret_key_file {self.secret_key_file}: {e.strerror}") from e
+        except UnicodeDecodeError:
+            raise ConfigError(f"secret_key_file {self.secret_key_file} is not UTF-8 text") from None
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"secret_key_file {self.secret_key_file} holds {len(secret)} characters; a signing "
+                f"secret needs at least {MIN_SECRET_CHARS} (e.g. `openssl rand -base64 32`)"
+            )
+        return secret
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
 # Top-level keys and how to read them from TOML values or environment strings.
-_MIN = {"port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0}
+_MIN = {
+    "port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0,
+    "limit_concurrency": 1, "timeout_keep_alive": 1,
+}  # fmt: skip
+_PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1, "max_stored_bytes": 0}
 _CHOICES = {"log_level": LEVELS, "log_format": FORMATS}
-_PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1}
 _ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 

@@ -31,10 +31,17 @@ def test_defaults_need_no_file() -> None:
     assert s.download_ttl_seconds == 86_400
     assert s.workers == 2
     assert s.secret_key == ""
+    assert s.secret_key_file == ""
+    assert (s.limit_concurrency, s.timeout_keep_alive) == (256, 5)
+    gib = 1024**3
     assert dict(s.plans) == {
-        "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240),
-        "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480),
-        "enterprise": Plan(concurrent_exports=10, max_rows=0, requests_per_minute=10_000),
+        "free": Plan(concurrent_exports=1, max_rows=100_000, requests_per_minute=240, max_stored_bytes=gib),
+        "pro": Plan(
+            concurrent_exports=3, max_rows=1_000_000, requests_per_minute=480, max_stored_bytes=10 * gib
+        ),
+        "enterprise": Plan(
+            concurrent_exports=10, max_rows=0, requests_per_minute=10_000, max_stored_bytes=100 * gib
+        ),
     }
 
 
@@ -164,9 +171,14 @@ def test_plan_tables_merge_over_defaults(tmp_path: Path) -> None:
         """,
     )
     plans = load_settings(path, environ={}).plans
-    assert plans["free"] == Plan(concurrent_exports=1, max_rows=5000, requests_per_minute=240)
+    gib = 1024**3
+    assert plans["free"] == Plan(
+        concurrent_exports=1, max_rows=5000, requests_per_minute=240, max_stored_bytes=gib
+    )
     assert plans["pro"] == DEFAULT_PLANS["pro"]
-    assert plans["enterprise"] == Plan(concurrent_exports=20, max_rows=0, requests_per_minute=1)
+    assert plans["enterprise"] == Plan(
+        concurrent_exports=20, max_rows=0, requests_per_minute=1, max_stored_bytes=100 * gib
+    )
     # The module-level defaults were not mutated by the merge.
     assert DEFAULT_PLANS["free"].max_rows == 100_000
 
@@ -190,6 +202,10 @@ def test_example_config_documents_every_key() -> None:
         "download_ttl_seconds",
         "workers",
         "secret_key",
+        "secret_key_file",
+        "limit_concurrency",
+        "timeout_keep_alive",
+        "max_stored_bytes",
         "[plans.free]",
         "[plans.pro]",
         "[plans.enterprise]",
@@ -217,6 +233,8 @@ def test_example_config_documents_every_key() -> None:
         ({"SEALEXPORTS_DOWNLOAD_TTL_SECONDS": "0"}, "download_ttl_seconds"),
         ({"SEALEXPORTS_WORKERS": "-1"}, "workers"),
         ({"SEALEXPORTS_PORT": "0"}, "port"),
+        ({"SEALEXPORTS_LIMIT_CONCURRENCY": "0"}, "limit_concurrency"),
+        ({"SEALEXPORTS_TIMEOUT_KEEP_ALIVE": "soon"}, "SEALEXPORTS_TIMEOUT_KEEP_ALIVE"),
         ({"SEALEXPORTS_PORT": "65536"}, "port"),
         ({"SEALEXPORTS_DATABASE": ""}, "database"),
         ({"SEALEXPORTS_EXPORTS_DIR": ""}, "exports_dir"),

@@ -30,7 +30,7 @@ from sealexports.api.ui import routers as ui_routers
 from sealexports.config import Settings
 from sealexports.errors import ConfigError, Unavailable
 from sealexports.jobs.queue import JobQueue
-from sealexports.storage.database import ConnectionPerThread, connect, secret_key
+from sealexports.storage.database import ConnectionPerThread, connect, make_private_dir, secret_key
 from sealexports.tokens import DownloadTokens
 
 MAX_BODY_BYTES = 64 * 1024
@@ -53,10 +53,11 @@ def create_app(
     (in its worker threads) unless `run_workers` is False or `settings.workers` is 0.
     Setting `stopping` (the server does it on SIGTERM) stops every running query at once:
     requests answer 503, background exports go back to pending."""
-    settings.exports_dir.mkdir(parents=True, exist_ok=True)
+    configured = settings.configured_secret()  # a bad secret_key_file stops here, before any write
+    make_private_dir(settings.exports_dir)
     conn = connect(settings.database)
     try:
-        secret = settings.secret_key or secret_key(conn)
+        secret = configured or secret_key(conn)
     finally:
         conn.close()
     tokens = DownloadTokens(secret, settings.download_ttl_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -237,7 +238,8 @@ def export(
     total = engine.count_estimate(conn, req)
     started = time.perf_counter()
     with progress_bar(silent, total, "Exporting") as advance:
-        info = engine.write_file(conn, req, dest, progress=advance)
+        # A file the operator asked for where they chose: an ordinary one, as the umask says.
+        info = engine.write_file(conn, req, dest, progress=advance, mode=0o666 & ~_umask())
     elapsed = time.perf_counter() - started
     if not silent:
         click.echo(
@@ -245,6 +247,12 @@ def export(
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it: put it back at once (one thread here)
+    os.umask(mask)
+    return mask
 
 
 def _parse_filters(pairs: tuple[str, ...], advanced: str | None) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def _run_uvicorn(app: Any, settings: Settings, level: str, stopping: threading.E
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.timeout_keep_alive,
     )
     Server(config).run()
 
@@ -158,7 +160,7 @@ def worker(state: State, log_level: str | None) -> None:
     logs.configure(log_level or settings.log_level, settings.log_format)
     if settings.workers < 1:
         settings = settings.replace(workers=2)
-    secret = settings.secret_key or secret_key(state.conn)
+    secret = settings.configured_secret() or secret_key(state.conn)
     queue = JobQueue(settings, DownloadTokens(secret, settings.download_ttl_seconds))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

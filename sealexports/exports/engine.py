@@ -24,7 +24,7 @@ from sealexports.exports.countries import country_name
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import WRITERS
-from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, take_slow_regex
+from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, make_private_dir, take_slow_regex
 
 FETCH_ROWS = 2000
 ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
@@ -127,20 +127,22 @@ def write_file(
     *,
     progress: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    mode: int = 0o600,
 ) -> FileInfo:
-    """Write the export to `dest` atomically: a temporary file, fsync, then rename.
+    """Write the export to `dest` atomically: a temporary file, fsync, then rename. The file
+    has `mode` (owner-only by default: exports hold a tenant's data), whatever the umask.
 
     `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
     chunk and raises Cancelled. On any error the temporary file is removed.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(dest.parent)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     size = rows_done = 0
     pieces = _pieces(conn, req)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary file
+        os.fchmod(fd, mode)  # mkstemp makes 0600
         with slow_regex_is_bad_input(), os.fdopen(fd, "wb") as f:
             for chunk, n in pieces:
                 if cancelled and cancelled():

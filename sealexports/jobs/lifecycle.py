@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sealexports.config import Settings
-from sealexports.errors import Conflict, TooLarge
-from sealexports.exports.engine import Estimate
+from sealexports.errors import Conflict, LimitReached, TooLarge
+from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Site, now_iso
@@ -67,8 +69,11 @@ def create_job(
     req: ExportRequest,
     estimate: Estimate,
 ) -> store.JobRecord:
-    """A pending job, if the account's plan allows its size and one more running export."""
+    """A pending job, if the account's plan allows its size, the files it already keeps, and
+    one more running export."""
     plan = settings.plans[site.account.plan]
+    if plan.max_stored_bytes:
+        _check_stored_bytes(conn, site, plan.max_stored_bytes)
     if plan.max_rows and estimate.estimated_rows > plan.max_rows:
         raise TooLarge(
             f"Export too large for the {site.account.plan} plan: about "
@@ -91,6 +96,23 @@ def create_job(
             "created_at": now_iso(),
         },
         max_active=plan.concurrent_exports,
+    )
+
+
+def _check_stored_bytes(conn: sqlite3.Connection, site: Site, limit: int) -> None:
+    """LimitReached (429) once the account's live export files reach its plan's quota; it can
+    retry when the oldest expires (or after deleting exports)."""
+    now = datetime.now(UTC)
+    stored, first_expiry = store.stored_bytes(conn, site.account.id, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if stored < limit or first_expiry is None:
+        return
+    wait = datetime.strptime(first_expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - now
+    raise LimitReached(
+        f"the account stores {human_size(stored)} of export files ({stored:,} bytes) and its "
+        f"{site.account.plan} plan allows {human_size(limit)} ({limit:,} bytes); the oldest expires "
+        f"at {first_expiry}. Delete exports you have downloaded (DELETE /api/v1/exports/{{job_id}}) "
+        "or wait until then",
+        retry_after=max(1, math.ceil(wait.total_seconds())),
     )
 
 

@@ -16,7 +16,7 @@ from huey.consumer import Consumer
 from sealexports.config import Settings
 from sealexports.jobs.lifecycle import expire_jobs
 from sealexports.jobs.runner import recover, run_export
-from sealexports.storage.database import connect
+from sealexports.storage.database import connect, make_private_file
 from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
 
@@ -38,6 +38,7 @@ class JobQueue:
         self.settings = settings
         self.tokens = tokens
         self.stopping = stopping or threading.Event()  # set: running exports go back to pending
+        make_private_file(settings.queue_path)  # pickled tasks: nobody else may read or write them
         self.huey = SqliteHuey("sealexports", filename=str(settings.queue_path), timeout=30)
         # Task names are part of the queue's stored data: keep them stable across releases.
         self._run_export = self.huey.task(name="run_export")(self._run)

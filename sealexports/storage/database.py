@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import threading
@@ -18,14 +19,40 @@ from sealexports.storage.schema import migrations
 BUSY_TIMEOUT_MS = 30_000
 
 
+def make_private_dir(path: Path) -> None:
+    """Create the folder (and its parents) if missing; the folder itself owner-only (0700)
+    whatever the umask. An existing folder is left as the operator made it."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def make_private_file(path: Path) -> None:
+    """Create an empty owner-only (0600) file if missing, whatever the umask: SQLite then gives
+    the database's `-wal` and `-shm` files the same mode."""
+    if path.exists():
+        return
+    make_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
     """Open the database in autocommit mode with WAL and a busy timeout; migrate it by default.
+    A new database file is created owner-only (it holds the keys' hashes and the signing secret).
 
     Connections may be used from another thread than the one that made them (Litestar runs
     sync handlers and stream iterators on worker threads), never from two at once.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(Path(path))
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )

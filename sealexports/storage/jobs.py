@@ -67,6 +67,17 @@ def insert_job(
     return get_job(conn, values["job_id"])
 
 
+def stored_bytes(conn: sqlite3.Connection, account_id: int, now: str) -> tuple[int, str | None]:
+    """The bytes of the account's live export files (completed, link not yet expired), and when
+    the first of them expires (None if there are none)."""
+    row = conn.execute(
+        "SELECT TOTAL(file_size_bytes), MIN(download_expires_at) FROM export_jobs "
+        "WHERE account_id = ? AND status = 'completed' AND download_expires_at > ?",
+        [account_id, now],
+    ).fetchone()
+    return int(row[0]), row[1]
+
+
 def get_job(conn: sqlite3.Connection, job_id: str, *, account_id: int | None = None) -> JobRecord:
     row = conn.execute(f"SELECT {_COLUMNS} FROM export_jobs WHERE job_id = ?", [job_id]).fetchone()
     if row is None or (account_id is not None and row[2] != account_id):
