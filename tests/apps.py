@@ -19,7 +19,7 @@ from sealexports.api.app import create_app
 from sealexports.config import Settings
 from sealexports.exports import engine
 from sealexports.exports.request import build_request
-from sealexports.storage.accounts import create_key, create_site
+from sealexports.storage.accounts import create_key, create_site, get_site
 from sealexports.storage.database import connect
 
 BASE = "http://testserver.local"
@@ -214,7 +214,8 @@ class ApiFactory:
                     "WHERE id = (SELECT account_id FROM sites WHERE site_id = ?)",
                     [plan, template.site_id],
                 )
-            key = create_key(conn, template.site_id)
+            # Account-wide, as every key was before keys could be bound to one site.
+            key = create_key(conn, account=get_site(conn, template.site_id).account.name)
         finally:
             conn.close()
         client: TestClient[Any] = TestClient(create_app(settings, run_workers=run_workers), base_url=BASE)
@@ -226,7 +227,7 @@ class ApiFactory:
     def add_site(self, api: Api, site_id: str, *, account: str | None = None, plan: str | None = None) -> str:
         """Another site (of a new account unless `account` is given); returns a key for it."""
         with api.conn() as conn:
-            create_site(conn, site_id, account=account, plan=plan)
-            key = create_key(conn, site_id)
+            site = create_site(conn, site_id, account=account, plan=plan)
+            key = create_key(conn, account=site.account.name)
         api.other[site_id] = key
         return key

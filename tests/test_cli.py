@@ -275,9 +275,30 @@ def test_keys_list_shows_the_prefix_never_the_key(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert key not in result.stdout
     table = parse_table(result.stdout)
-    assert table[0] == ["prefix", "account", "scope", "name", "created_at", "last_used_at", "revoked_at"]
-    assert table[1][:4] == [key[: accounts.KEY_PREFIX_LEN], "acme", "read", "ci"]
+    header = ["prefix", "account", "site", "scope", "name", "created_at", "last_used_at", "revoked_at"]
+    assert table[0] == header
+    assert table[1][:5] == [key[: accounts.KEY_PREFIX_LEN], "acme", "shop", "read", "ci"]
     assert len(table) == 2
+    # An account-wide key shows * for its site.
+    run(db_path, "keys", "create", "--account", "acme", "--name", "all")
+    assert parse_table(run(db_path, "keys", "list").stdout)[2][1:5] == ["acme", "*", "read", "all"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --site SITE (one site) or --account NAME"),
+        (["--site", "shop", "--account", "acme"], "not both"),
+        (["--account", "nobody"], "account 'nobody' not found"),
+        (["--site", "nowhere"], "site 'nowhere' not found"),
+    ],
+)
+def test_keys_create_needs_one_site_or_one_account(db_path: Path, args: list[str], message: str) -> None:
+    run(db_path, "sites", "create", "shop", "--account", "acme")
+    result = run(db_path, "keys", "create", *args)
+    assert result.exit_code != 0 and message in result.stderr, result.output
+    assert result.stdout == ""
+    assert len(parse_table(run(db_path, "keys", "list").stdout)) == 1  # no key was made
 
 
 def test_keys_revoke(db_path: Path) -> None:
@@ -289,10 +310,10 @@ def test_keys_revoke(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert prefix in result.stdout
     rows = {row[0]: row for row in parse_table(run(db_path, "keys", "list").stdout)[1:]}
-    # Non-empty cells: prefix, account, scope, created_at [, revoked_at] (no name, never used).
-    assert len(rows[prefix]) == 5
-    assert rows[prefix][4].startswith("20")
-    assert len(rows[kept[: accounts.KEY_PREFIX_LEN]]) == 4
+    # Non-empty cells: prefix, account, site, scope, created_at [, revoked_at] (no name, never used).
+    assert len(rows[prefix]) == 6
+    assert rows[prefix][5].startswith("20")
+    assert len(rows[kept[: accounts.KEY_PREFIX_LEN]]) == 5
     conn = connect(db_path)
     with pytest.raises(Unauthorized):
         accounts.authenticate(conn, key)

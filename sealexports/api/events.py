@@ -19,7 +19,7 @@ from sealexports.errors import InvalidRequest, TooLarge
 from sealexports.ingest import BATCH_MAX_EVENTS, BatchReport, ingest_batch, json_array_items, ndjson_items
 from sealexports.ingest.event import EventError
 from sealexports.ingest.inflate import body_chunks, lines
-from sealexports.storage.accounts import Account, get_site
+from sealexports.storage.accounts import Account, site_for
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # as sent (compressed, when gzip), and once decompressed
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
@@ -91,7 +91,7 @@ class EventsController(Controller):
             # Off the event loop: inflating and parsing, item by item, stop at the first item
             # past the batch limit or the first byte past the size limit.
             conn = services.db.get()
-            site = get_site(conn, slug, account_id=account.id)
+            site = site_for(conn, slug, account)
             try:
                 return ingest_batch(conn, site, items, max_events=BATCH_MAX_EVENTS)
             except EventError as e:

@@ -24,7 +24,7 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.storage import jobs as store
-from sealexports.storage.accounts import Account, Site, get_site, now_iso
+from sealexports.storage.accounts import Account, Site, now_iso, site_for
 from sealexports.storage.database import connect
 
 SiteId = Annotated[str | None, Parameter(description="The site to export from (its slug).", required=False)]
@@ -41,7 +41,7 @@ def _site(services: Services, account: Account, site_id: str | None, account_id:
     slug = site_id or account_id
     if not slug:
         raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
-    return get_site(services.db.get(), slug, account_id=account.id)
+    return site_for(services.db.get(), slug, account)
 
 
 def _request(site: Site, data: ExportBody) -> ExportRequest:

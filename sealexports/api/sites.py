@@ -13,7 +13,7 @@ from msgspec import Meta
 from sealexports.api.services import Services
 from sealexports.exports import values
 from sealexports.exports.request import parse_date
-from sealexports.storage.accounts import Account, get_site, list_sites
+from sealexports.storage.accounts import Account, list_sites, site_for
 
 
 class SiteOut(msgspec.Struct):
@@ -48,10 +48,13 @@ class SitesController(Controller):
 
     @get("/", sync_to_thread=True, summary="List the key's sites")
     def sites(self, account: NamedDependency[Account], services: NamedDependency[Services]) -> SitesOut:
-        """The sites of the key's account, with their time zone and the days their data spans."""
+        """The sites the key works on (its one site, or every site of its account), with their time
+        zone and the days their data spans."""
         conn = services.db.get()
         out = []
         for site in list_sites(conn, account_id=account.id):
+            if account.key_site is not None and site.site_id != account.key_site:
+                continue
             span = values.span(conn, site.site_id)
             out.append(SiteOut(site.site_id, site.name, site.timezone, span.first_day, span.last_day))
         return SitesOut(out)
@@ -71,7 +74,7 @@ class SitesController(Controller):
     ) -> ValuesOut:
         """The values `key` takes on the site over the range, most frequent first, with counts."""
         conn = services.db.get()
-        site = get_site(conn, site_id, account_id=account.id)
+        site = site_for(conn, site_id, account)
         span = values.span(conn, site.site_id)
         start = parse_date(date_from or span.first_day or "1970-01-01", "date_from")
         end = parse_date(date_to or span.last_day or "1970-01-01", "date_to")

@@ -119,7 +119,7 @@ def _prepare_demo(state: State) -> str:
                 conn, site, demo.generate(site.timezone, end=datetime.now(UTC).date()),
                 progress=lambda c: advance(c.visits),
             )  # fmt: skip
-    return accounts.create_key(conn, "demo", "serve --demo")
+    return accounts.demo_key(conn, "demo")
 
 
 def _demo_banner(settings: Settings, key: str) -> str:

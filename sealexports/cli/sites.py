@@ -68,37 +68,43 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--site", required=True, help="A site of the account the key is for.")
+@click.option("--site", help="The one site the key works on (its account's other sites: 404).")
+@click.option("--account", help="An account: the key works on every site of it.")
 @click.option("--name", help="A label for the key.")
 @click.option(
     "--scope", type=click.Choice(accounts.SCOPES), default="read", show_default=True,
     help="read: exports. write: sending events (POST /api/v1/events), nothing else.",
 )  # fmt: skip
 @pass_state
-def keys_create(state: State, site: str, name: str | None, scope: str) -> None:
-    """Create an API key and print it (only the key, on stdout). It is not shown again.
+def keys_create(state: State, site: str | None, account: str | None, name: str | None, scope: str) -> None:
+    """Create an API key for one site (--site) or a whole account (--account) and print it
+    (only the key, on stdout). It is not shown again.
 
     \b
     Example:
         KEY=$(sealexports keys create --site demo --name ci)
         INGEST_KEY=$(sealexports keys create --site demo --scope write --name tracker)
+        ALL_SITES=$(sealexports keys create --account acme --name reports)
     """
-    click.echo(accounts.create_key(state.conn, site, name, scope))
+    if (site is None) == (account is None):
+        raise click.UsageError("give --site SITE (one site) or --account NAME (every site), not both")
+    click.echo(accounts.create_key(state.conn, site, name, scope, account=account))
 
 
 @keys.command("list")
 @pass_state
 def keys_list(state: State) -> None:
-    """List keys by prefix (never the keys themselves).
+    """List keys by prefix (never the keys themselves). `site`: the one site a key works on,
+    or * for every site of its account.
 
     \b
     Example:
         sealexports keys list
     """
     print_table(
-        ["prefix", "account", "scope", "name", "created_at", "last_used_at", "revoked_at"],
+        ["prefix", "account", "site", "scope", "name", "created_at", "last_used_at", "revoked_at"],
         [
-            (k.prefix, k.account, k.scope, k.name, k.created_at, k.last_used_at, k.revoked_at)
+            (k.prefix, k.account, k.site or "*", k.scope, k.name, k.created_at, k.last_used_at, k.revoked_at)
             for k in accounts.list_keys(state.conn)
         ],
     )

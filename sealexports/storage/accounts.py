@@ -7,7 +7,7 @@ import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sealexports.config import PLAN_NAMES
@@ -26,6 +26,8 @@ class Account:
     id: int
     name: str
     plan: str
+    # Reached through a key bound to one site: that site (the account's others answer 404).
+    key_site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,20 @@ class ApiKey:
     last_used_at: str | None
     revoked_at: str | None
     scope: str = "read"
+    site: str | None = None  # the one site it works on; None: every site of its account
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a key authenticates as, and when it was last recorded as used."""
+
+    account: Account
+    key_id: int
+    last_used_at: str | None
+
+
+USE_RECORD_SECONDS = 60  # last_used_at is written at most once a minute a key
+DEMO_KEY = "demo_key"  # the `meta` row that keeps `serve --demo`'s key
 
 
 def now_iso() -> str:
@@ -108,6 +124,14 @@ def get_site(conn: sqlite3.Connection, site_id: str, *, account_id: int | None =
     return _site(row)
 
 
+def site_for(conn: sqlite3.Connection, site_id: str, account: Account) -> Site:
+    """The site as an authenticated key may reach it: NotFound if unknown, another account's,
+    or (for a key bound to one site) any other site, all alike."""
+    if account.key_site is not None and site_id != account.key_site:
+        raise NotFound(f"site {site_id!r} not found")
+    return get_site(conn, site_id, account_id=account.id)
+
+
 def list_sites(conn: sqlite3.Connection, *, account_id: int | None = None) -> list[Site]:
     """Every site, or (when `account_id` is given) that account's."""
     if account_id is None:
@@ -116,24 +140,57 @@ def list_sites(conn: sqlite3.Connection, *, account_id: int | None = None) -> li
     return [_site(r) for r in rows]
 
 
-def create_key(conn: sqlite3.Connection, site_id: str, name: str | None = None, scope: str = "read") -> str:
-    """A new key for the site's account. Only its hash is stored: the caller shows it once."""
+def create_key(
+    conn: sqlite3.Connection,
+    site_id: str | None = None,
+    name: str | None = None,
+    scope: str = "read",
+    *,
+    account: str | None = None,
+) -> str:
+    """A new key for one site (`site_id`), or for every site of an account (`account`).
+    Only its hash is stored: the caller shows it once."""
     if scope not in SCOPES:
         raise InvalidRequest(f"unknown scope {scope!r} (expected one of {', '.join(SCOPES)})", field="scope")
-    site = get_site(conn, site_id)
+    if (site_id is None) == (account is None):
+        raise InvalidRequest("a key is for one site or for a whole account: give exactly one of the two")
+    if site_id is not None:
+        account_id: int = get_site(conn, site_id).account.id
+    else:
+        row = conn.execute("SELECT id FROM accounts WHERE name = ?", [account]).fetchone()
+        if row is None:
+            raise NotFound(f"account {account!r} not found")
+        account_id = row[0]
     key = "sm_" + secrets.token_urlsafe(32)
     with transaction(conn):
         conn.execute(
-            "INSERT INTO api_keys (account_id, name, prefix, key_hash, created_at, scope) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [site.account.id, name, key[:KEY_PREFIX_LEN], _hash(key), now_iso(), scope],
+            "INSERT INTO api_keys (account_id, site_id, name, prefix, key_hash, created_at, scope) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [account_id, site_id, name, key[:KEY_PREFIX_LEN], _hash(key), now_iso(), scope],
         )
+    return key
+
+
+def demo_key(conn: sqlite3.Connection, site_id: str) -> str:
+    """`serve --demo`'s key for the demo site: the one it made before while it still works, else
+    a new one. Unlike any other key its plaintext is kept (in `meta`), so that every start can
+    print it again: it opens demo data only, on a server meant for trying the API."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", [DEMO_KEY]).fetchone()
+    if row is not None:
+        try:
+            if authenticate(conn, row[0]).key_site == site_id:
+                return str(row[0])
+        except Unauthorized:
+            pass  # revoked: make another
+    key = create_key(conn, site_id, "serve --demo")
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [DEMO_KEY, key])
     return key
 
 
 def list_keys(conn: sqlite3.Connection) -> list[ApiKey]:
     rows = conn.execute(
-        "SELECT k.prefix, k.name, a.name, k.created_at, k.last_used_at, k.revoked_at, k.scope "
+        "SELECT k.prefix, k.name, a.name, k.created_at, k.last_used_at, k.revoked_at, k.scope, k.site_id "
         "FROM api_keys k JOIN accounts a ON a.id = k.account_id ORDER BY k.id"
     )
     return [ApiKey(*r) for r in rows]
@@ -150,21 +207,49 @@ def revoke_key(conn: sqlite3.Connection, prefix: str) -> None:
 
 
 def authenticate(conn: sqlite3.Connection, key: str, scope: str | None = None) -> Account:
-    """The account a key belongs to; Unauthorized for a missing, unknown or revoked key,
-    Forbidden for a key without `scope` (None: any scope will do)."""
+    """The account a key belongs to (with the key's site, if bound to one); Unauthorized for a
+    missing, unknown or revoked key, Forbidden for a key without `scope` (None: any will do)."""
+    return check_key(conn, key, scope).account
+
+
+def check_key(conn: sqlite3.Connection, key: str, scope: str | None = None) -> Credential:
+    """`authenticate`, with the key's id and last recorded use."""
     row = conn.execute(
-        "SELECT a.id, a.name, a.plan, k.scope FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+        "SELECT a.id, a.name, a.plan, k.site_id, k.scope, k.id, k.last_used_at "
+        "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
         "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         [_hash(key)],
     ).fetchone()
     if row is None:
         raise Unauthorized("invalid or revoked API key")
-    if scope is not None and row[3] != scope:
+    if scope is not None and row[4] != scope:
         raise Forbidden(
-            f"this API key has the {row[3]!r} scope, for {_SCOPE_USE[row[3]]}; {_SCOPE_USE[scope]} "
+            f"this API key has the {row[4]!r} scope, for {_SCOPE_USE[row[4]]}; {_SCOPE_USE[scope]} "
             f"needs a key with the {scope!r} scope (sealexports keys create --scope {scope})"
         )
-    return Account(*row[:3])
+    return Credential(Account(*row[:4]), row[5], row[6])
+
+
+def use_is_due(last_used_at: str | None, now: datetime | None = None) -> bool:
+    """Whether a use of the key should be recorded: never recorded, or over a minute ago."""
+    if last_used_at is None:
+        return True
+    now = now or datetime.now(UTC)
+    last = datetime.strptime(last_used_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (now - last).total_seconds() >= USE_RECORD_SECONDS
+
+
+def record_use(conn: sqlite3.Connection, key_id: int) -> bool:
+    """Set the key's last_used_at to now, unless another request did within the minute."""
+    now = datetime.now(UTC)
+    before = (now - timedelta(seconds=USE_RECORD_SECONDS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE api_keys SET last_used_at = ? "
+            "WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+            [now.strftime("%Y-%m-%dT%H:%M:%SZ"), key_id, before],
+        )
+    return cur.rowcount == 1
 
 
 def _hash(key: str) -> str:

@@ -273,3 +273,10 @@ def m005_day_metrics(db: sqlite_utils.Database) -> None:
             for table, key in keys.items()
         )
         db.execute(upsert.format(union), [dim])
+
+
+@migrations()
+def m006_key_sites(db: sqlite_utils.Database) -> None:
+    """A key may be bound to one site (`site_id`); NULL: every site of its account, as every key
+    made before was."""
+    db.execute("ALTER TABLE api_keys ADD COLUMN site_id TEXT REFERENCES sites(site_id)")
