@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,7 +27,8 @@ class Account:
     name: str
     plan: str
     # Reached through a key bound to one site: that site (the account's others answer 404).
-    key_site: str | None = None
+    # Not part of which account it is: equal accounts are equal whatever key reached them.
+    key_site: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
