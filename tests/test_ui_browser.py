@@ -26,8 +26,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from sealexports.jobs.lifecycle import Status, transition
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
+from sealexports.storage.jobs import set_progress
 from tests import live
 from tests.browser import chromium
 from tests.conftest import seed_demo
@@ -185,18 +187,50 @@ def test_create_watch_cancel_and_download_in_the_browser(
             assert f"Export #{cancelled} cancelled." == by_id(driver, "status").text
             assert by_id(driver, "jobs-title") == driver.switch_to.active_element  # focus moves on
 
-            # The same again, left waiting; then a worker runs it while the page watches.
+            # Again, and this time the test moves the job along as a worker would: the page follows
+            # its progress, then shows why it failed.
             by_id(driver, "create-button").click()
             wait_for(driver, lambda d: len(jobs(d)) == 2)  # (SQLite may give it the cancelled one's number)
+            failing = newest_number(driver)
+            job_id = item(driver, failing).get_attribute("data-job-id") or ""
+            conn = connect(db, migrate=False)
+            try:
+                transition(conn, job_id, Status.PENDING, Status.ESTIMATING)
+                transition(conn, job_id, Status.ESTIMATING, Status.GENERATING)
+                set_progress(conn, job_id, 40)
+                wait_for(driver, lambda d: status_of(d, failing) == "generating")
+                bar = item(driver, failing).find_element(By.TAG_NAME, "progress")
+                assert (bar.get_attribute("value"), bar.get_attribute("aria-label")) == (
+                    "40",
+                    f"Progress of export #{failing}",
+                )
+                assert "40%" in item(driver, failing).text
+                by_id(driver, "add-filter").click()  # for the picture: a filter with its suggestions
+                Select(driver.find_element(By.CSS_SELECTOR, ".filter-key")).select_by_value("device_type")
+                wait_for(driver, lambda d: "value" in d.find_element(By.CSS_SELECTOR, ".filter-hint").text)
+                driver.find_element(By.CSS_SELECTOR, ".filter-value").send_keys("mobile")
+                screenshot(driver, tmp_path, "ui.png", 1280)
+                screenshot(driver, tmp_path, "ui-phone.png", 390)
+                driver.set_window_size(1280, 900)
+                unlabelled = driver.execute_script(
+                    "return [...document.querySelectorAll('input, select, button, progress, a')]"
+                    ".filter(e => e.offsetParent !== null && !(e.labels && e.labels.length)"
+                    " && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)"
+                )
+                assert unlabelled == []  # every control a screen reader meets has a name
+                driver.find_element(By.CSS_SELECTOR, ".remove-filter").click()
+                transition(conn, job_id, Status.GENERATING, Status.FAILED, error_message="the disk is full")
+            finally:
+                conn.close()
+            wait_for(driver, lambda d: status_of(d, failing) == "failed")
+            assert "The export failed: the disk is full" in item(driver, failing).text
+            assert by_id(driver, "status").text == f"Export #{failing} failed: the disk is full"
+
+            # Once more, left waiting; then a worker runs it while the page watches.
+            by_id(driver, "create-button").click()
+            wait_for(driver, lambda d: len(jobs(d)) == 3)
             background = newest_number(driver)
             assert status_of(driver, background) == "pending"
-            by_id(driver, "add-filter").click()  # for the picture: a filter with its suggestions
-            Select(driver.find_element(By.CSS_SELECTOR, ".filter-key")).select_by_value("device_type")
-            wait_for(driver, lambda d: "value" in d.find_element(By.CSS_SELECTOR, ".filter-hint").text)
-            driver.find_element(By.CSS_SELECTOR, ".filter-value").send_keys("mobile")
-            screenshot(driver, tmp_path, "ui.png", 1280)
-            screenshot(driver, tmp_path, "ui-phone.png", 390)
-            driver.set_window_size(1280, 900)
             seen: set[str] = set()
             worker = subprocess.Popen(
                 [sys.executable, "-m", "sealexports", "--db", str(db), "worker"],
@@ -207,8 +241,9 @@ def test_create_watch_cancel_and_download_in_the_browser(
             started = time.monotonic()
 
             def completed(d: WebDriver) -> bool:
-                seen.add(status_of(d, background) or "gone")  # pending, generating, completed
-                return status_of(d, background) == "completed"
+                status = status_of(d, background) or "gone"
+                seen.add(status)  # pending, generating, completed
+                return status == "completed"
 
             wait_for(driver, completed)
             with capsys.disabled():
