@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -231,13 +232,12 @@ def check_key(conn: sqlite3.Connection, key: str, scope: str | None = None) -> C
     return Credential(Account(*row[:4]), row[5], row[6])
 
 
-def use_is_due(last_used_at: str | None, now: datetime | None = None) -> bool:
-    """Whether a use of the key should be recorded: never recorded, or over a minute ago."""
+def use_is_due(last_used_at: str | None) -> bool:
+    """Whether a use of the key should be recorded: never recorded, or a minute ago or more.
+    (Compares the ISO strings: on every request, this must cost next to nothing.)"""
     if last_used_at is None:
         return True
-    now = now or datetime.now(UTC)
-    last = datetime.strptime(last_used_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (now - last).total_seconds() >= USE_RECORD_SECONDS
+    return last_used_at <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - USE_RECORD_SECONDS))
 
 
 def record_use(conn: sqlite3.Connection, key_id: int) -> bool:
