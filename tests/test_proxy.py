@@ -4,6 +4,7 @@ headers (and never an untrusted peer's), and under a path prefix (root_path), ov
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,11 @@ def test_forwarded_headers_from_a_trusted_proxy_are_honoured(served: Any) -> Non
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "stats.example.org"}
     job = _create(f"{server.api}/exports", call, **forwarded, **{"X-Forwarded-For": "203.0.113.9"})
     assert re.fullmatch(rf"https://stats\.example\.org{API}/download/{TOKEN}", job["download_url"])
-    # The client in the access log is the one the proxy saw.
-    assert '203.0.113.9 "POST /api/v1/exports' in server.log.read_text()
+    # The client in the access log is the one the proxy saw (the line follows the response).
+    deadline = time.monotonic() + 10
+    while '203.0.113.9 "POST /api/v1/exports"' not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
     # RFC 7239 Forwarded, as some proxies send it.
     job = _create(
         f"{server.api}/exports", call, Forwarded='for=203.0.113.9;proto=https;host="x.example:8443"'
