@@ -209,6 +209,8 @@ def test_create_watch_cancel_and_download_in_the_browser(
                 Select(driver.find_element(By.CSS_SELECTOR, ".filter-key")).select_by_value("device_type")
                 wait_for(driver, lambda d: "value" in d.find_element(By.CSS_SELECTOR, ".filter-hint").text)
                 driver.find_element(By.CSS_SELECTOR, ".filter-value").send_keys("mobile")
+                by_id(driver, "estimate").click()
+                wait_for(driver, lambda d: by_id(d, "estimate-out").text.startswith("Estimate:"))
                 screenshot(driver, tmp_path, "ui.png", 1280)
                 screenshot(driver, tmp_path, "ui-phone.png", 390)
                 driver.set_window_size(1280, 900)
@@ -283,6 +285,7 @@ def test_create_watch_cancel_and_download_in_the_browser(
             assert message.startswith("Unknown operator 'bogus'") and "422" not in message
             assert by_id(driver, "advanced").get_attribute("aria-invalid") == "true"
             assert by_id(driver, "advanced") == driver.switch_to.active_element
+            assert "is-error" in (by_id(driver, "status").get_attribute("class") or "")
 
             # Delete the small one from the list; the API agrees it is gone.
             li = item(driver, small)

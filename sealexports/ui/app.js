@@ -17,8 +17,9 @@ const state = { sites: [], site: null, jobs: new Map(), values: new Map(), rows:
 
 // --- small helpers ---------------------------------------------------------------------------
 
-function announce(text) {
+function announce(text, { error = false } = {}) {
   $("status").textContent = text;
+  $("status").classList.toggle("is-error", error);
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -66,10 +67,10 @@ async function signIn(key) {
   $("account-label").textContent = `Key ${key.slice(0, 12)}…`;
   show($("account"), true);
   show($("signin"), false);
-  show($("create"), true);
-  show($("jobs"), true);
+  show($("create"), data.sites.length > 0);
+  show($("jobs"), data.sites.length > 0);
   if (!data.sites.length) {
-    announce("This key's account has no sites yet. Create one with: sealexports sites create.");
+    announce("This key has no sites to export from yet. Create one with: sealexports sites create.");
     return;
   }
   await chooseSite(data.sites[0].site_id);
@@ -86,7 +87,7 @@ function signOut(message) {
   show($("create"), false);
   show($("jobs"), false);
   show($("signin"), true);
-  announce(message);
+  announce(message, { error: message !== "Signed out." });
   $("key").focus();
 }
 
@@ -260,7 +261,7 @@ function showError(err) {
     $("form-error").textContent = err.message;
     $("form-error").hidden = false;
   }
-  announce(err.message);
+  announce(err.message, { error: true });
   if (first) first.focus();
 }
 
@@ -300,7 +301,7 @@ async function create(event) {
     renderJobs();
     const job = out.job;
     if (job.status === "completed") announce(`Export #${job.id} is ready to download.`);
-    else if (job.status === "failed") announce(`Export #${job.id} failed: ${job.error_message}`);
+    else if (job.status === "failed") announce(`Export #${job.id} failed: ${job.error_message}`, { error: true });
     else announce(`Export #${job.id} started in the background.`);
   } catch (err) {
     showError(err);
@@ -314,7 +315,7 @@ async function create(event) {
 async function loadJobs() {
   const site = state.site;
   const list = await api("GET", "exports", { query: { site_id: site.site_id, limit: 20 } }).catch((err) => {
-    announce(err.message);
+    announce(err.message, { error: true });
     return null;
   });
   if (!list || state.site !== site) return;
@@ -402,7 +403,7 @@ async function removeJob(jobId) {
     await api("DELETE", `exports/${encodeURIComponent(jobId)}`, { query: { site_id: state.site.site_id } });
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 404)) {
-      announce(`Export #${job.id} could not be removed. ${err.message}`);
+      announce(`Export #${job.id} could not be removed. ${err.message}`, { error: true });
       return;
     }
   }
@@ -433,7 +434,7 @@ async function poll() {
     state.jobs.set(job.job_id, job);
     if (job.status !== before.status) {
       if (job.status === "completed") announce(`Export #${job.id} is ready to download.`);
-      else if (job.status === "failed") announce(`Export #${job.id} failed: ${job.error_message}`);
+      else if (job.status === "failed") announce(`Export #${job.id} failed: ${job.error_message}`, { error: true });
     }
   }
   if (due.length) renderJobs();
@@ -487,6 +488,8 @@ for (const id of ["export_type", "format", "advanced"]) $(id).addEventListener("
 for (const button of document.querySelectorAll("[data-range]")) {
   button.addEventListener("click", () => setRange(button.dataset.range));
 }
+$("filter-rows").addEventListener("input", () => { $("estimate-out").textContent = ""; });
+$("filter-rows").addEventListener("change", () => { $("estimate-out").textContent = ""; });
 $("add-filter").addEventListener("click", () => addFilterRow().querySelector(".filter-value").focus());
 $("estimate").addEventListener("click", estimate);
 $("export-form").addEventListener("submit", create);
