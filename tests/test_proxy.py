@@ -14,6 +14,7 @@ import requests
 
 from sealexports.api.app import create_app
 from sealexports.api.proxy import ProxyHeaders, link_warnings
+from sealexports.cli.service import _local_url
 from sealexports.config import Settings
 from sealexports.errors import ConfigError
 from sealexports.storage.accounts import create_key
@@ -288,3 +289,20 @@ def test_link_warnings(settings: Settings, expected: list[str]) -> None:
     assert len(warnings) == len(expected), warnings
     for warning, fragment in zip(warnings, expected, strict=True):
         assert fragment in warning
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (Settings(), "http://127.0.0.1:8000"),
+        (Settings(host="0.0.0.0", port=9000), "http://127.0.0.1:9000"),  # not http://0.0.0.0:9000
+        (Settings(host="::"), "http://[::1]:8000"),
+        (Settings(host="fd00::7"), "http://[fd00::7]:8000"),
+        (Settings(root_path="/exports"), "http://127.0.0.1:8000/exports"),
+        (Settings(public_url="https://x.example/exports", root_path="/exports"), "https://x.example/exports"),
+    ],
+)
+def test_the_demo_banner_points_where_this_machine_reaches_the_service(
+    settings: Settings, expected: str
+) -> None:
+    assert _local_url(settings) == expected
