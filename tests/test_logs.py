@@ -97,3 +97,33 @@ def test_worker_logs_json_at_the_level_asked(tmp_path: Path) -> None:
     messages = [e["message"] for e in entries]
     assert "worker running with 2 threads; Ctrl-C to stop" in messages
     assert any(e["level"] == "debug" for e in entries)  # huey's start-up lines, shown at debug
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/exports/download/SECRET",
+        "/api/v1/exports//download/SECRET",  # the router takes these to the download handler too
+        "/api/v1//exports/download/SECRET",
+        "/api/v1/exports/download//SECRET",
+        "/api/v1/exports/download/SECRET/",
+        "//api/v1/exports/download/SECRET",
+        "/exports/api/v1/exports/download/SECRET",  # under a path prefix
+    ],
+)
+def test_the_access_log_never_shows_a_download_token(
+    path: str, tmp_path: Path, captured: io.StringIO
+) -> None:
+    from litestar.testing import TestClient
+
+    from sealexports.api.app import create_app
+    from sealexports.config import Settings
+
+    logs.configure("info", "text", captured)
+    app = create_app(Settings(database=tmp_path / "db", exports_dir=tmp_path / "out"), run_workers=False)
+    with TestClient(app) as client:
+        assert client.get(path, headers={"X-Request-ID": "masked-1"}).status_code == 404
+    server = [line for line in captured.getvalue().splitlines() if " httpx: " not in line]  # the client's
+    lines = [line for line in server if "request_id=masked-1" in line]
+    assert len(lines) == 1 and "/download/***" in lines[0]
+    assert not [line for line in server if "SECRET" in line]

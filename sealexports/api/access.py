@@ -17,13 +17,14 @@ from sealexports import logs, metrics
 from sealexports.api.errors import request_id
 
 log = logging.getLogger("sealexports.access")
-DOWNLOAD_PREFIX = "/api/v1/exports/download/"
+SECRET_AFTER = "/download/"
 
 
 def masked(path: str) -> str:
-    """The path as it may be logged: a download link's token replaced by ***."""
-    at = path.find(DOWNLOAD_PREFIX)
-    return path if at < 0 else path[: at + len(DOWNLOAD_PREFIX)] + "***"
+    """The path as it may be logged: everything after `/download/` replaced by ***. Not only
+    after `/api/v1/exports/download/`: the router also takes `/api/v1//exports//download/...`."""
+    at = path.find(SECRET_AFTER)
+    return path if at < 0 else path[: at + len(SECRET_AFTER)] + "***"
 
 
 class AccessLog:
