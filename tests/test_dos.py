@@ -103,6 +103,21 @@ def test_a_regex_heavy_query_stops_at_the_deadline(
     )
 
 
+def test_a_sync_export_whose_own_query_passes_the_deadline_fails_and_leaves_no_file(
+    make: ApiFactory, big: Template
+) -> None:
+    """A time series' estimate needs no query (one row a day), its export does: the request's
+    deadline stops the export, the job fails with the deadline's message, no file is left."""
+    api = make(big, query_timeout_seconds=0.5, plan="pro", plans=PLANS)
+    r = api.create(api.body("time_series", filters=SLOW_FILTERS))
+    assert r.status_code == 201, r.text
+    job = r.json()["job"]
+    assert job["status"] == "failed", job
+    assert "took longer than 0.5 s (query_timeout_seconds)" in job["error_message"]
+    assert r.json()["message"] == f"Export failed: {job['error_message']}"
+    assert api.files() == []
+
+
 def _raw_request(port: int, path: str, key: str, body: bytes) -> socket.socket:
     """Send a POST and return the open socket without reading the answer."""
     sock = socket.create_connection(("127.0.0.1", port))
