@@ -62,6 +62,7 @@ class Settings:
     log_level: str = "info"  # debug, info, warning, error
     log_format: str = "text"  # text or json (one object a line)
     metrics_token: str = ""  # empty: no /metrics; else it needs Authorization: Bearer <token>
+    csv_formula_guard: bool = True  # CSV text cells starting with = + - @ tab CR get a leading '
     plans: Mapping[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     @property
@@ -100,6 +101,7 @@ _MIN = {
 }  # fmt: skip
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1, "max_stored_bytes": 0}
 _CHOICES = {"log_level": LEVELS, "log_format": FORMATS}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
@@ -153,6 +155,10 @@ def _checked(key: str, value: Any, kind: type) -> Any:
         if value == float("inf"):
             raise ConfigError(f"config key {key!r} must be finite, got {value!r}")
         return float(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
@@ -206,6 +212,13 @@ def _from_env(key: str, raw: str) -> Any:
             raise ConfigError(
                 f"environment variable {ENV_PREFIX}{key.upper()} must be a number, got {raw!r}"
             ) from None
+    if type(getattr(Settings(), key)) is bool:
+        flag = raw.strip().lower()
+        if flag not in _BOOLEANS:
+            raise ConfigError(
+                f"environment variable {ENV_PREFIX}{key.upper()} must be true or false, got {raw!r}"
+            )
+        return _BOOLEANS[flag]
     if type(getattr(Settings(), key)) is int:
         try:
             return int(raw)

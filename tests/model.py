@@ -363,3 +363,12 @@ class Model:
             )
             out.append((e.day.isoformat(), e.utc, e.conversion_type, *amount, *tail))
         return out
+
+
+FORMULA_SIGNS = "=+-@\t\r"  # OWASP's list of what starts a spreadsheet formula
+
+
+def formula_guarded(row: Row) -> Row:
+    """A model row as CSV shows it with the formula guard: text values (never numbers) starting
+    with a formula sign get a leading apostrophe."""
+    return tuple("'" + v if isinstance(v, str) and v[:1] and v[0] in FORMULA_SIGNS else v for v in row)

@@ -248,6 +248,8 @@ def test_example_config_documents_every_key() -> None:
         ({"SEALEXPORTS_QUERY_TIMEOUT_SECONDS": "nan"}, "query_timeout_seconds"),
         ({"SEALEXPORTS_JOB_TIMEOUT_SECONDS": "inf"}, "job_timeout_seconds"),
         ({"SEALEXPORTS_JOB_TIMEOUT_SECONDS": "-1"}, "job_timeout_seconds"),
+        ({"SEALEXPORTS_CSV_FORMULA_GUARD": "maybe"}, "SEALEXPORTS_CSV_FORMULA_GUARD"),
+        ({"SEALEXPORTS_CSV_FORMULA_GUARD": ""}, "SEALEXPORTS_CSV_FORMULA_GUARD"),
     ],
 )
 def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
@@ -266,6 +268,8 @@ def test_bad_environment_values(environ: dict[str, str], named: str) -> None:
         ("port = 8000.0", "'port'"),
         ("port = true", "'port'"),
         ("workers = false", "'workers'"),
+        ('csv_formula_guard = "false"', "'csv_formula_guard'"),
+        ("csv_formula_guard = 0", "'csv_formula_guard'"),
         ("sync_row_limit = 0", "'sync_row_limit'"),
         ("sync_row_limit = -1", "'sync_row_limit'"),
         ("download_ttl_seconds = 0", "'download_ttl_seconds'"),
@@ -375,3 +379,13 @@ def test_timeouts_take_fractions_from_file_and_environment(tmp_path: Path) -> No
     assert settings.query_timeout_seconds == 0.25
     assert settings.job_timeout_seconds == 600.0
     assert load_settings(environ={}).query_timeout_seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("false", False), ("0", False), ("No", False), ("true", True), ("1", True)]
+)
+def test_csv_formula_guard_is_on_unless_turned_off(tmp_path: Path, raw: str, value: bool) -> None:
+    assert Settings().csv_formula_guard is True
+    assert load_settings(environ={"SEALEXPORTS_CSV_FORMULA_GUARD": raw}).csv_formula_guard is value
+    path = write(tmp_path, f"csv_formula_guard = {str(value).lower()}\n")
+    assert load_settings(path, environ={}).csv_formula_guard is value

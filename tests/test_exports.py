@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.model import (
     JSON_COLUMNS,
     Model,
     Row,
+    formula_guarded,
 )
 
 FORMATS = ("csv", "json")
@@ -172,6 +174,8 @@ def assert_matches_model(
     got = read_export(conn, req)
     if req.format == "json":
         expected = as_json_rows(HEADERS[req.type.name], expected)
+    elif req.formula_guard:
+        expected = [formula_guarded(row) for row in expected]
     assert len(got) == len(expected)
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert g == e, f"row {i}: got {g}, expected {e}"
@@ -641,6 +645,19 @@ def _tricky_visits() -> list[Visit]:
             os="iPadOS",
             conversions=[Conversion(_at(12, 1, 0, 1), "purchase", "/x,y", "odd", 7, '"just a string"')],
         ),
+        Visit(  # formulas a spreadsheet would run: guarded in CSV, as sent in JSON
+            pages=[PageView(_at(12, 3), "/f", "=SUM(1)")],
+            utm_source='=HYPERLINK("http://evil.example","x")',
+            utm_medium="+cmd|' /C calc'!A0",
+            utm_campaign="-5",
+            utm_term="@SUM(A1)",
+            utm_content="\tt",
+            device_type="mobile",
+            browser="\rb",
+            os="-",
+            conversions=[Conversion(_at(12, 3, 0, 10), "=1+1", "/f", "@c", 42, '{"f":"=x"}')],
+            microconversions=[Conversion(_at(12, 3, 0, 20), "-micro", "/f", None, 0, None)],
+        ),
     ]
 
 
@@ -688,6 +705,20 @@ def test_awkward_filters_match_model(
     assert model.rows(export_type, db.date_from, db.date_to, filters) != model.rows(
         export_type, db.date_from, db.date_to
     )
+
+
+@pytest.mark.parametrize("export_type", ["sources", "mediums", "campaigns", "landing_pages", "conversions"])
+def test_formulas_are_guarded_in_csv_unless_turned_off(
+    tricky: tuple[sqlite3.Connection, DemoDB, Model], export_type: str
+) -> None:
+    conn, db, model = tricky
+    guarded = export_bytes(conn, make_request(db, export_type, "csv")).decode()
+    assert any(
+        cell.startswith("'") for record in csv.reader(io.StringIO(guarded, newline="")) for cell in record
+    )
+    off = replace(make_request(db, export_type, "csv"), formula_guard=False)
+    assert read_export(conn, off) == model.rows(export_type, db.date_from, db.date_to)
+    assert export_bytes(conn, off) != guarded.encode()
 
 
 def test_awkward_csv_bytes(tricky: tuple[sqlite3.Connection, DemoDB, Model]) -> None:

@@ -3,6 +3,8 @@ values: the oracle here is the generic writer over plain rows."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ import pytest
 
 from sealexports.exports import engine, raw
 from sealexports.exports.request import build_request
-from sealexports.exports.writers import WRITERS
+from sealexports.exports.writers import chunks_for
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
@@ -21,6 +23,9 @@ NASTY = [
     "plain", "with,comma", 'with "quotes"', "line\nbreak", "carriage\rreturn", "crlf\r\nboth",
     "ünïcødé ✓ 🚀", "tab\there", "", " leading space", "trailing space ", '"', ",", "a,b,\"c\"\n",
     "\x01control", "back\\slash",
+    # formulas a spreadsheet would run (CSV injection), and NULs that C strings stop at
+    '=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-5", "@SUM(A1)", "\tlead tab",
+    "\rlead cr", "buy\0,INJECTED", "\0", "\0=1+1", "=", "a=b", "x-y",
 ]  # fmt: skip
 PROPERTIES = [None, "{}", "[]", '{"a":"b,c"}', '{"q":"\\"x\\""}', "3.5", '"str"', '{"u":"é✓"}', "[1,2]"]
 
@@ -75,16 +80,19 @@ def nasty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _oracle(conn: sqlite3.Connection, req: engine.ExportRequest) -> bytes:
-    return b"".join(WRITERS[req.format](req.type.columns, engine.rows(conn, req)))
+    return b"".join(
+        chunks_for(req.format, req.type.columns, engine.rows(conn, req), formula_guard=req.formula_guard)
+    )
 
 
+@pytest.mark.parametrize("guard", [True, False])
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 @pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
 def test_raw_exports_match_the_generic_writers_byte_for_byte(
-    nasty_db: Path, tmp_path: Path, fmt: str, export_type: str
+    nasty_db: Path, tmp_path: Path, fmt: str, export_type: str, guard: bool
 ) -> None:
     conn = connect(nasty_db)
-    req = build_request("nasty", export_type, fmt, "2025-03-01", "2025-04-30")
+    req = build_request("nasty", export_type, fmt, "2025-03-01", "2025-04-30", formula_guard=guard)
     expected = _oracle(conn, req)
     assert b"".join(engine.chunks(conn, req)) == expected
     info = engine.write_file(conn, req, tmp_path / f"out.{fmt}")
@@ -93,6 +101,42 @@ def test_raw_exports_match_the_generic_writers_byte_for_byte(
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]  # no temporary file left
     if fmt == "json":
         assert len(json.loads(expected)) == 3000
+
+
+def _expected_cell(value: object, kind: str, guard: bool) -> str:
+    """What a CSV cell should read back as, worked out on its own from the stored value."""
+    if value is None:
+        return ""
+    if kind == "dec2":
+        return f"{value:.2f}"
+    text = str(value).replace("\0", "")
+    if guard and kind == "text" and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+@pytest.mark.parametrize("guard", [True, False])
+@pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
+def test_raw_csv_cells_are_whole_and_guarded_against_formulas(
+    nasty_db: Path, export_type: str, guard: bool
+) -> None:
+    conn = connect(nasty_db)
+    req = build_request("nasty", export_type, "csv", "2025-03-01", "2025-04-30", formula_guard=guard)
+    data = b"".join(engine.chunks(conn, req)).decode()
+    assert "\0" not in data
+    header, *records = list(csv.reader(io.StringIO(data, newline="")))
+    assert header == req.type.header
+    stored = list(engine.rows(conn, req))
+    assert len(records) == len(stored) == 3000
+    kinds = [c.kind for c in req.type.columns]
+    for record, row in zip(records, stored, strict=True):
+        assert record == [_expected_cell(v, k, guard) for v, k in zip(row, kinds, strict=True)]
+    cells = [cell for record in records for cell in record]
+    assert ('\'=HYPERLINK("http://evil.example","x")' in cells) is guard
+    assert ("buy,INJECTED" in cells) and ("'buy,INJECTED" not in cells)
+    if export_type == "conversions":  # amounts are numbers the export computes: never guarded
+        amounts = [r[req.type.header.index("amount")] for r in records]
+        assert any(a.startswith("-") for a in amounts) and not any(a.startswith("'") for a in amounts)
 
 
 def test_cancelling_an_export_leaves_no_files(

@@ -44,9 +44,15 @@ def _site(services: Services, account: Account, site_id: str | None, account_id:
     return site_for(services.db.get(), slug, account)
 
 
-def _request(site: Site, data: ExportBody) -> ExportRequest:
+def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
     return build_request(
-        site.site_id, data.export_type, data.format, data.date_from, data.date_to, data.filters
+        site.site_id,
+        data.export_type,
+        data.format,
+        data.date_from,
+        data.date_to,
+        data.filters,
+        formula_guard=services.settings.csv_formula_guard,
     )
 
 
@@ -145,7 +151,7 @@ class ExportsController(Controller):
         """Under the sync row limit the file is generated during the request (`completed`);
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
         site = _site(services, account, site_id, account_id)
-        req = _request(site, data)
+        req = _request(services, site, data)
         deadline = request_deadline(services)
 
         def work() -> CreateOut:
@@ -158,7 +164,14 @@ class ExportsController(Controller):
                 message = f"Export job created. Poll GET /api/v1/exports/{job.job_id} until it completes."
             else:
                 exports_dir = services.settings.exports_dir
-                run_export(conn, exports_dir, services.tokens, job.job_id, deadline=deadline)
+                run_export(
+                    conn,
+                    exports_dir,
+                    services.tokens,
+                    job.job_id,
+                    deadline=deadline,
+                    formula_guard=services.settings.csv_formula_guard,
+                )
                 message = "Export completed. Ready for download."
             job = store.get_job(conn, job.job_id)
             if job.status == lifecycle.Status.PENDING:  # stopped by a disconnect or a shutdown
@@ -189,7 +202,7 @@ class ExportsController(Controller):
     ) -> EstimateOut:
         """Rows, bytes and time an export would take, without creating a job."""
         site = _site(services, account, site_id, account_id)
-        req = _request(site, data)
+        req = _request(services, site, data)
         deadline = request_deadline(services)
 
         def work() -> engine.Estimate:
@@ -327,7 +340,7 @@ class ExportsController(Controller):
     ) -> Stream:
         """The file itself, for exports under the sync row limit; 413 at or over it."""
         site = _site(services, account, site_id, account_id)
-        req = _request(site, data)
+        req = _request(services, site, data)
         deadline = request_deadline(services)
 
         def start() -> tuple[sqlite3.Connection, Generator[bytes, None, None], list[bytes]]:

@@ -225,7 +225,15 @@ def export(
     raw_filters = _parse_filters(filters, advanced)
     conn = state.conn
     target = accounts.get_site(conn, site)
-    req = build_request(target.site_id, export_type, fmt, date_from, date_to, raw_filters)
+    req = build_request(
+        target.site_id,
+        export_type,
+        fmt,
+        date_from,
+        date_to,
+        raw_filters,
+        formula_guard=state.settings.csv_formula_guard,
+    )
     if output == "-":
         out = sys.stdout.buffer
         for chunk in engine.chunks(conn, req):

@@ -23,7 +23,7 @@ from sealexports.exports import raw
 from sealexports.exports.countries import country_name
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
-from sealexports.exports.writers import WRITERS
+from sealexports.exports.writers import chunks_for
 from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, make_private_dir, take_slow_regex
 
 FETCH_ROWS = 2000
@@ -103,7 +103,7 @@ def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, Non
     if req.type.kind == "events":
         source: Iterator[bytes] = (data for data, _ in raw.chunks(conn, req))
     else:
-        source = WRITERS[req.format](req.type.columns, rows(conn, req))
+        source = chunks_for(req.format, req.type.columns, rows(conn, req), formula_guard=req.formula_guard)
     with slow_regex_is_bad_input():
         yield from source
 
@@ -115,7 +115,7 @@ def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
         return
     counter = _Counter(rows(conn, req))
     done = 0
-    for chunk in WRITERS[req.format](req.type.columns, counter):
+    for chunk in chunks_for(req.format, req.type.columns, counter, formula_guard=req.formula_guard):
         yield chunk, counter.n - done
         done = counter.n
 

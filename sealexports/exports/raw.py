@@ -2,8 +2,9 @@
 
 SQLite builds each CSV line or JSON object and hands it over as bytes, so Python moves one
 object per row and never decodes or encodes text. CSV lines come unquoted; each chunk is
-checked in one pass for the characters that need quoting, and only rows that have them are
-written by the csv module.
+checked for the characters that need quoting, for a field starting with a formula sign (when
+the formula guard is on), and for a value that printf cut short at a NUL (its size against the
+size SQLite reports), and only rows that have one are written by the csv module.
 
 Measured and dropped: splitting an export by day across two threads (no faster: SQLite
 connections in one process serialise on shared state, a two-thread aggregate took as long as
@@ -12,6 +13,7 @@ one) and across two processes (faster, but a server that spawns processes is fra
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Generator, Iterator
 
@@ -21,6 +23,18 @@ from sealexports.exports.writers import csv_line
 
 FETCH_ROWS = 2000
 Pieces = Generator[tuple[bytes, int], None, None]  # (bytes, rows in them)
+
+
+_DASH_FIELD = re.compile(rb",-")
+
+
+def _formula_in(heads: bytes) -> bool:
+    """Whether a field starts with a formula sign (= + - @ tab; a line starts with the date, never
+    one; a CR already sends a chunk to the csv module). A two-byte search is slow where commas
+    are everywhere, so the signs rare anywhere are first looked for alone (memchr)."""
+    if _DASH_FIELD.search(heads):  # `re` finds this pair faster than `in` does
+        return True
+    return any(s[1:] in heads and s in heads for s in (b",=", b",+", b",@", b",\t"))
 
 
 def _body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, int]]:
@@ -33,21 +47,40 @@ def _body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes,
             yield b",\n" + b",\n".join([r[0] for r in batch]), n
             continue
         heads = b"\n".join([r[0] for r in batch])
-        if heads.count(b",") == commas * n and not (
-            b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1
+        if (
+            heads.count(b",") == commas * n
+            and len(heads) == sum([r[2] for r in batch]) + n - 1  # no value cut at a NUL
+            and not (b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1)
+            and not (req.formula_guard and _formula_in(heads))
         ):
-            yield b"".join([head + tail + b"\r\n" for head, tail, _ in batch]), n
+            yield b"".join([head + tail + b"\r\n" for head, tail, _, _ in batch]), n
         else:
-            yield b"".join(_csv_line(conn, req, h, t, row_id, commas) for h, t, row_id in batch), n
+            yield (
+                b"".join(_csv_line(conn, req, h, t, size, row_id, commas) for h, t, size, row_id in batch),
+                n,
+            )
 
 
 def _csv_line(
-    conn: sqlite3.Connection, req: ExportRequest, head: bytes, tail: bytes, row_id: int, commas: int
+    conn: sqlite3.Connection,
+    req: ExportRequest,
+    head: bytes,
+    tail: bytes,
+    size: int,
+    row_id: int,
+    commas: int,
 ) -> bytes:
-    """A row whose fields before the last may need quoting: the csv module writes it."""
-    if head.count(b",") == commas and not any(ch in head for ch in (b'"', b"\r", b"\n")):
+    """A row whose fields before the last may need quoting, a formula guard, or have lost a
+    NUL and what followed it: the csv module writes those from the values."""
+    if (
+        head.count(b",") == commas
+        and len(head) == size
+        and not any(ch in head for ch in (b'"', b"\r", b"\n"))
+        and not (req.formula_guard and _formula_in(head))
+    ):
         return head + tail + b"\r\n"
-    return csv_line(req.type.columns, conn.execute(event_row_query(req), [row_id]).fetchone()).encode()
+    row = conn.execute(event_row_query(req), [row_id]).fetchone()
+    return csv_line(req.type.columns, row, formula_guard=req.formula_guard).encode()
 
 
 def _assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: bool = True) -> Pieces:

@@ -25,6 +25,7 @@ class ExportRequest:
     date_to: date
     filters: Mapping[str, Any] = field(default_factory=dict)
     conditions: tuple[Condition, ...] = ()
+    formula_guard: bool = True  # CSV: neutralise text cells a spreadsheet would run as a formula
 
     @property
     def file_name(self) -> str:
@@ -47,6 +48,8 @@ def build_request(
     date_from: object,
     date_to: object,
     filters: object = None,
+    *,
+    formula_guard: bool = True,
 ) -> ExportRequest:
     """Validate raw values (from JSON or the command line); InvalidRequest names the bad field."""
     if export_type not in EXPORT_TYPES:
@@ -75,6 +78,7 @@ def build_request(
         date_to=end,
         filters=dict(filters) if isinstance(filters, Mapping) else {},
         conditions=conditions,
+        formula_guard=formula_guard,
     )
 
 

@@ -2,6 +2,12 @@
 
 CSV is RFC 4180 (UTF-8, header row, CRLF); JSON is one array of objects keyed by the header,
 one object per line. `dec2` columns are written with two decimals in CSV, as numbers in JSON.
+
+CSV text cells lose any NUL character (spreadsheets and C strings end the cell there) and, with
+the formula guard on (the default), a cell starting with = + - @ tab or CR gets a leading `'`, so
+that a spreadsheet shows it as text instead of running it (OWASP's advice against CSV
+injection). Numbers the export computes (counts, rates, amounts) are never touched; JSON is
+written as is.
 """
 
 from __future__ import annotations
@@ -16,19 +22,38 @@ import orjson
 from sealexports.exports.types import Column
 
 CHUNK_ROWS = 2000
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a formula
 
 
-def csv_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+def csv_text(value: str, formula_guard: bool = True) -> str:
+    """A text value as its CSV cell holds it: no NUL, and a `'` before a formula's first sign."""
+    if "\0" in value:
+        value = value.replace("\0", "")
+    if formula_guard and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_chunks(
+    columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, formula_guard: bool = True
+) -> Iterator[bytes]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow([c.name for c in columns])
     decimals = [i for i, c in enumerate(columns) if c.kind == "dec2"]
+    texts = [i for i, c in enumerate(columns) if c.kind == "text"]
+    starts = FORMULA_STARTS if formula_guard else ()
     for n, row in enumerate(rows, 1):
         if decimals:
             row = list(row)
             for i in decimals:
                 if row[i] is not None:
                     row[i] = f"{row[i]:.2f}"
+        for i in texts:
+            value = row[i]
+            if type(value) is str and (value.startswith(starts) or "\0" in value):
+                row = list(row)
+                row[i] = csv_text(value, formula_guard)
         writer.writerow(row)
         if n % CHUNK_ROWS == 0:
             yield buf.getvalue().encode()
@@ -37,9 +62,10 @@ def csv_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iter
     yield buf.getvalue().encode()
 
 
-def csv_line(columns: Sequence[Column], row: Sequence[Any]) -> str:
+def csv_line(columns: Sequence[Column], row: Sequence[Any], *, formula_guard: bool = True) -> str:
     """One row as the CSV writer above writes it."""
-    return b"".join(csv_chunks(columns, [row])).decode().split("\r\n", 1)[1]
+    data = b"".join(csv_chunks(columns, [row], formula_guard=formula_guard))
+    return data.decode().split("\r\n", 1)[1]
 
 
 def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
@@ -63,3 +89,12 @@ def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Ite
 
 
 WRITERS = {"csv": csv_chunks, "json": json_chunks}
+
+
+def chunks_for(
+    fmt: str, columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, formula_guard: bool = True
+) -> Iterator[bytes]:
+    """The export in `fmt`: the formula guard applies to CSV only."""
+    if fmt == "csv":
+        return csv_chunks(columns, rows, formula_guard=formula_guard)
+    return json_chunks(columns, rows)

@@ -58,7 +58,15 @@ class JobQueue:
                 "narrow the date range or the filters",
                 shutdown=self.stopping,
             )
-            run_export(conn, self.settings.exports_dir, self.tokens, job_id, self.stopping, deadline)
+            run_export(
+                conn,
+                self.settings.exports_dir,
+                self.tokens,
+                job_id,
+                self.stopping,
+                deadline,
+                formula_guard=self.settings.csv_formula_guard,
+            )
         finally:
             conn.close()
 

@@ -33,9 +33,15 @@ class _Stopping(Exception):
     """The process is shutting down: the job goes back to pending."""
 
 
-def request_for(job: store.JobRecord) -> ExportRequest:
+def request_for(job: store.JobRecord, *, formula_guard: bool = True) -> ExportRequest:
     return build_request(
-        job.site_id, job.export_type, job.format, job.date_from, job.date_to, json.loads(job.filters)
+        job.site_id,
+        job.export_type,
+        job.format,
+        job.date_from,
+        job.date_to,
+        json.loads(job.filters),
+        formula_guard=formula_guard,
     )
 
 
@@ -46,6 +52,8 @@ def run_export(
     job_id: str,
     stopping: threading.Event | None = None,
     deadline: Deadline | None = None,
+    *,
+    formula_guard: bool = True,
 ) -> None:
     """`deadline` bounds the whole run: past it the job fails and leaves no file; if its `stop`
     is set (a shutdown, a client that hung up) the job goes back to pending."""
@@ -53,7 +61,7 @@ def run_export(
     if job is None or job.status != Status.PENDING:
         return
     with logs.context(job_id=job_id, site=job.site_id, type=job.export_type):
-        _run(conn, exports_dir, tokens, job, stopping, deadline)
+        _run(conn, exports_dir, tokens, job, stopping, deadline, formula_guard)
 
 
 def _run(
@@ -63,6 +71,7 @@ def _run(
     job: store.JobRecord,
     stopping: threading.Event | None,
     deadline: Deadline | None,
+    formula_guard: bool,
 ) -> None:
     job_id = job.job_id
     if not transition(
@@ -76,7 +85,7 @@ def _run(
         deadline = Deadline(float("inf"), "", shutdown=stopping)
     try:
         dest.unlink(missing_ok=True)  # an earlier attempt killed between its rename and its commit
-        req = request_for(job)
+        req = request_for(job, formula_guard=formula_guard)
         with deadline.running(conn):
             total = engine.count_estimate(conn, req)
         if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
