@@ -93,6 +93,22 @@ def test_conversion_type_values_count_both_kinds_of_event(api: Api, demo_db: Dem
     assert {v["value"]: v["count"] for v in r.json()["values"]} == dict(expected)
 
 
+def test_content_grouping_values_count_page_views(api: Api, demo_db: DemoDB) -> None:
+    tz = ZoneInfo("Europe/Madrid")
+    date_from, date_to = "2025-03-25", "2025-04-02"
+    expected = Counter(
+        p.content_grouping
+        for v in demo_db.visits
+        for p in v.pages
+        if p.content_grouping and date_from <= p.ts.astimezone(tz).date().isoformat() <= date_to
+    )
+    params = {"key": "content_grouping", "date_from": date_from, "date_to": date_to}
+    r = api.client.get(f"{SITES}/demo/values", params=params, headers=api.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["unit"] == "page views"
+    assert {v["value"]: v["count"] for v in r.json()["values"]} == dict(expected)
+
+
 def test_values_are_capped_at_the_limit_and_say_so(api: Api, demo_db: DemoDB) -> None:
     r = api.client.get(f"{SITES}/demo/values", params={"key": "country", "limit": 3}, headers=api.headers)
     assert r.status_code == 200, r.text

@@ -20,9 +20,17 @@ VALUE_KEYS = tuple(k for k in FILTER_KEYS if k != "advanced_filters")
 # Keys the rollups do not hold: the table to count in, and what a count means there.
 _EVENT_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
     "utm_content": (("visits",), "visits"),
-    "content_grouping": (("pageviews",), "page views"),
     "conversion_type": (("conversions", "microconversions"), "events"),
 }
+# A content grouping's page views: its pages' daily page views (rollups), each page under the
+# grouping it shows in exports (its latest): a row per page and day to read, not one per page view
+# (0.7-1.6 s against 3.2 s for 536,000 page views over 90 days).
+_GROUPING = (
+    "SELECT p.content_grouping AS value, SUM(m.page_views) AS n FROM day_metrics m "
+    "JOIN pages p ON p.site_id = m.site_id AND p.path = m.value "
+    "WHERE m.site_id = ? AND m.day BETWEEN ? AND ? AND m.dimension = 'path' "
+    "AND p.content_grouping IS NOT NULL AND p.content_grouping != '' GROUP BY p.content_grouping"
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ def filter_values(
             "AND dimension = ? AND value != '' GROUP BY value"
         )
         args.append(key)
+    elif key == "content_grouping":
+        unit, sql = "page views", _GROUPING
     else:
         tables, unit = _EVENT_SOURCES[key]
         sql = " UNION ALL ".join(
