@@ -159,6 +159,10 @@ def test_binary_serves_a_background_export_and_stops_on_sigterm(binary: Path, tm
         # Package data (the API docs' assets) is inside the binary too.
         css = ROOT / "sealexports" / "api" / "docs_assets" / "swagger-ui.css"
         assert requests.get(f"{url}/schema/assets/swagger-ui.css", timeout=10).content == css.read_bytes()
+        # And the web page with its script.
+        for path, asset in (("/ui", "index.html"), ("/ui/static/app.js", "app.js")):
+            page = ROOT / "sealexports" / "ui" / asset
+            assert requests.get(f"{url}{path}", timeout=10).content == page.read_bytes()
 
         server.send_signal(signal.SIGTERM)
         status = server.wait(timeout=60)
