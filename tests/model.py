@@ -63,7 +63,7 @@ DIMENSION_KEYS = {
     "landing_pages": "landing_page",
 }
 HEADERS: dict[str, list[str]] = {
-    "pages": ["path", "content_grouping", "page_views", "entrances", "conversions"],
+    "pages": ["path", "views", "entrances", "conversions", "content_grouping"],
     "landing_pages": ["landing_page", "content_grouping", *M],
     "countries": ["country", "country_name", *M],
     "time_series": ["date", *M],
@@ -76,6 +76,7 @@ INT_COLUMNS = {
     "entrances",
     "engaged_entrances",
     "page_views",
+    "views",
     "microconversions",
     "conversions",
 }
@@ -339,7 +340,7 @@ class Model:
         return (e, g, _pct(e - g, e), pv, mc, c, _pct(c, e, cap=True), _money(rev))
 
     def _pages(self, sel: Mapping[str, list[Event]]) -> list[Row]:
-        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # page_views, entrances, conversions
+        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # views, entrances, conversions
         for e in sel["pageview"]:
             acc[e.path][0] += 1
         for e in sel["visit"]:
@@ -347,7 +348,7 @@ class Model:
         for e in sel["conversion"]:
             acc[e.path][2] += 1
         ordered = sorted(acc, key=lambda p: (-acc[p][0], p))
-        return [(p, self.page_group.get(p), *acc[p]) for p in ordered]
+        return [(p, *acc[p], self.page_group.get(p)) for p in ordered]
 
     @staticmethod
     def _events(events: Iterable[Event], export_type: str) -> list[Row]:

@@ -517,7 +517,7 @@ def test_advanced_filter(seeded: Path, out: Path) -> None:
     assert pages("--filter", "advanced_filters=path:contains:/blog/") == blog
     # With a simple filter too: ANDed.
     both = pages("--advanced", "path:contains:/blog/", "--filter", "device_type=mobile")
-    assert sum(int(r["page_views"]) for r in both) < sum(int(r["page_views"]) for r in blog)
+    assert sum(int(r["views"]) for r in both) < sum(int(r["views"]) for r in blog)
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,25 @@ def test_full_range_matches_model(
         assert len(expected) == demo_db.date_to.toordinal() - demo_db.date_from.toordinal() + 1
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pages_columns_are_the_specs_four_then_ours(
+    demo_db: DemoDB, demo_conn: sqlite3.Connection, fmt: str
+) -> None:
+    """The spec's `path, views, entrances, conversions` in its order, content_grouping after; a
+    client reading `views`, or reading by position, gets the page's views (filtered or not)."""
+    spec = ["path", "views", "entrances", "conversions"]
+    for filters in (None, {"content_grouping": "blog"}):
+        req = build_request("demo", "pages", fmt, str(demo_db.date_from), str(demo_db.date_to), filters)
+        data = export_bytes(demo_conn, req)
+        if fmt == "csv":
+            header, first = list(csv.reader(io.StringIO(data.decode())))[:2]
+            assert header == [*spec, "content_grouping"]
+            assert int(first[1]) > 0 and first[4]
+        else:
+            row = json.loads(data)[0]
+            assert list(row) == [*spec, "content_grouping"] and row["views"] > 0
+
+
 def test_rates_round_half_up(demo_db: DemoDB, demo_conn: sqlite3.Connection) -> None:
     """Exact ties round up: Austria's 26 bounces out of 64 entrances are 40.625% -> 40.63."""
     rows = json.loads(export_bytes(demo_conn, make_request(demo_db, "countries", "json")))
@@ -469,8 +488,8 @@ def test_sums_agree(
         assert {m: sum(r[m] for r in got) for m in metrics} == totals, export_type
         assert money(r["revenue"] for r in got) == revenue, export_type
     pages = rows("pages")
-    for m in ("entrances", "page_views", "conversions"):
-        assert sum(r[m] for r in pages) == totals[m], m
+    for m, total in (("entrances", "entrances"), ("views", "page_views"), ("conversions", "conversions")):
+        assert sum(r[m] for r in pages) == totals[total], m
     conversions = rows("conversions")
     assert len(conversions) == totals["conversions"]
     assert money(r["amount"] for r in conversions) == revenue

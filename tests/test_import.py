@@ -94,8 +94,8 @@ M_HEAD = (
     "entrances engaged_entrances bounce_rate page_views microconversions conversions conversion_rate revenue"
 )
 EXPECTED: dict[str, tuple[str, list[str]]] = {
-    "pages": ("path content_grouping page_views entrances conversions", [
-        "/pricing,pricing,3,1,3", "/,home,2,2,0", "/blog/dst,blog,2,2,0", "/docs,docs,1,0,0"]),
+    "pages": ("path views entrances conversions content_grouping", [
+        "/pricing,3,1,3,pricing", "/,2,2,0,home", "/blog/dst,2,2,0,blog", "/docs,1,0,0,docs"]),
     "landing_pages": (f"landing_page content_grouping {M_HEAD}", [
         "/,home,2,1,50.00,3,1,1,50.00,19.99", "/blog/dst,blog,2,1,50.00,4,0,1,50.00,15.00",
         "/pricing,pricing,1,0,100.00,1,0,1,100.00,0.00"]),

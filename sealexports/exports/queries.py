@@ -123,7 +123,8 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
 
 
 def export_query(req: ExportRequest) -> Query:
-    """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents)."""
+    """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents);
+    pages: (path, views, entrances, conversions, content_grouping)."""
     t = req.type
     if t.kind == "events":
         where, params = _range(req, t.key)
@@ -134,7 +135,7 @@ def export_query(req: ExportRequest) -> Query:
     if t.kind == "pages":
         sql, params = _sums(req, _PAGE_KEYS, "path")
         return (
-            f"SELECT a.k, p.content_grouping, a.pv, a.e, a.c FROM ({sql}) a "
+            f"SELECT a.k, a.pv, a.e, a.c, p.content_grouping FROM ({sql}) a "
             "LEFT JOIN pages p ON p.site_id = ? AND p.path = a.k ORDER BY a.pv DESC, a.k",
             [*params, req.site_id],
         )

@@ -69,10 +69,10 @@ EXPORT_TYPES: dict[str, ExportType] = {
             "pages",
             (
                 Column("path"),
-                Column("content_grouping"),
-                Column("page_views", "int"),
+                Column("views", "int"),
                 Column("entrances", "int"),
                 Column("conversions", "int"),
+                Column("content_grouping"),  # ours, after the spec's four
             ),
             "path",
             60,
