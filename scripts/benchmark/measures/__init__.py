@@ -1,0 +1,16 @@
+"""The measures, by the name `--only` takes: each runs one repetition of every contender."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchmark.measures import aggregates, estimate, http, memory, raw
+from benchmark.run import Run
+
+MEASURES: dict[str, Callable[[Run, int], None]] = {
+    "raw": raw.measure,
+    "aggregates": aggregates.measure,
+    "estimate": estimate.measure,
+    "memory": memory.measure,
+    "http": http.measure,
+}

@@ -1,0 +1,1 @@
+"""Programs the benchmark runs in child processes (each is run by its file path)."""
