@@ -156,7 +156,9 @@ def test_binary_serves_a_background_export_and_stops_on_sigterm(binary: Path, tm
         assert download.content == expected
         assert expected.count(b"\n") > 5
 
-        # Package data (the API docs' assets) is inside the binary too.
+        # The OpenAPI document (litestar builds it without polyfactory, left out of the binary)
+        # and package data (the API docs' assets) come from inside the binary too.
+        assert requests.get(f"{url}/schema/openapi.json", timeout=10).json()["paths"]
         css = ROOT / "sealexports" / "api" / "docs_assets" / "swagger-ui.css"
         assert requests.get(f"{url}/schema/assets/swagger-ui.css", timeout=10).content == css.read_bytes()
         # And the web page with its script.
