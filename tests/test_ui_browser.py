@@ -141,6 +141,8 @@ def test_create_watch_cancel_and_download_in_the_browser(
             assert driver.execute_script("return sessionStorage.getItem('sealexports.key')") == key
             assert key not in driver.current_url
             assert by_id(driver, "key").get_attribute("value") == ""
+            # The estimate follows the form without being asked (here: the last 30 days of sources).
+            wait_for(driver, lambda d: by_id(d, "estimate-out").text.startswith("Estimate: about"))
 
             # A small export: sources from Spain over all the data, estimated then created.
             driver.find_element(By.CSS_SELECTOR, "[data-range=all]").click()

@@ -13,7 +13,9 @@ const TYPE_WORDS = Object.fromEntries(
 const number = new Intl.NumberFormat("en");
 
 const $ = (id) => document.getElementById(id);
-const state = { sites: [], site: null, jobs: new Map(), values: new Map(), rows: 0, timer: null };
+const state = {
+  sites: [], site: null, jobs: new Map(), values: new Map(), rows: 0, timer: null, estimates: 0, estimateTimer: null,
+};
 
 // --- small helpers ---------------------------------------------------------------------------
 
@@ -113,7 +115,6 @@ async function chooseSite(siteId) {
   $("site-span").textContent = span;
   $("quick-help").textContent = `Quick ranges end on ${anchor()}${site.last_day && site.last_day < todayIn(site.timezone) ? ", the last day with data" : ", today"}.`;
   setRange("last30");
-  $("estimate-out").textContent = "";
   await loadJobs();
 }
 
@@ -143,7 +144,7 @@ function setRange(name) {
 }
 
 function datesChanged() {
-  $("estimate-out").textContent = "";
+  staleEstimate();
   for (const row of document.querySelectorAll(".filter-row")) fillValues(row);
 }
 
@@ -170,6 +171,7 @@ function addFilterRow(key) {
   select.addEventListener("change", () => { input.value = ""; fillValues(row); });
   row.querySelector(".remove-filter").addEventListener("click", () => {
     row.remove();
+    staleEstimate();
     $("add-filter").focus();
   });
   $("filter-rows").append(row);
@@ -245,7 +247,7 @@ function fieldTarget(field) {
   return null;
 }
 
-function showError(err) {
+function showError(err, { focus = true } = {}) {
   clearErrors();
   let first = null;
   for (const f of err.fields || []) {
@@ -262,7 +264,7 @@ function showError(err) {
     $("form-error").hidden = false;
   }
   announce(err.message, { error: true });
-  if (first) first.focus();
+  if (first && focus) first.focus();
 }
 
 function describeEstimate(est) {
@@ -272,19 +274,31 @@ function describeEstimate(est) {
   return `Estimate: ${size}. It will run in the background${secs ? ` (about ${secs} s)` : ""}; the list below shows its progress.`;
 }
 
-async function estimate() {
-  clearErrors();
+// The estimate follows the form: a change asks again (debounced); the button asks at once.
+function staleEstimate() {
+  $("estimate-out").textContent = "";
+  clearTimeout(state.estimateTimer);
+  state.estimateTimer = setTimeout(() => estimate({ auto: true }), 600);
+}
+
+async function estimate({ auto = false } = {}) {
+  clearTimeout(state.estimateTimer);
+  if (!state.site) return;
+  const asked = ++state.estimates;
   const button = $("estimate");
-  button.disabled = true;
+  if (!auto) button.disabled = true;
   $("estimate-out").textContent = "Estimating…";
   try {
     const est = await api("POST", "exports/estimate", { query: { site_id: state.site.site_id }, body: exportBody() });
+    if (asked !== state.estimates) return;  // the form changed meanwhile
+    clearErrors();
     $("estimate-out").textContent = describeEstimate(est);
   } catch (err) {
+    if (asked !== state.estimates) return;
     $("estimate-out").textContent = "";
-    showError(err);
+    showError(err, { focus: !auto });  // typing on: the focus stays where it is
   } finally {
-    button.disabled = false;
+    if (!auto) button.disabled = false;
   }
 }
 
@@ -484,14 +498,14 @@ $("signin-form").addEventListener("submit", async (event) => {
 $("sign-out").addEventListener("click", () => signOut("Signed out."));
 $("site").addEventListener("change", (e) => chooseSite(e.target.value));
 for (const id of ["date_from", "date_to"]) $(id).addEventListener("change", datesChanged);
-for (const id of ["export_type", "format", "advanced"]) $(id).addEventListener("change", () => { $("estimate-out").textContent = ""; });
+for (const id of ["export_type", "format", "advanced"]) $(id).addEventListener("change", staleEstimate);
 for (const button of document.querySelectorAll("[data-range]")) {
   button.addEventListener("click", () => setRange(button.dataset.range));
 }
-$("filter-rows").addEventListener("input", () => { $("estimate-out").textContent = ""; });
-$("filter-rows").addEventListener("change", () => { $("estimate-out").textContent = ""; });
+$("filter-rows").addEventListener("input", staleEstimate);
+$("filter-rows").addEventListener("change", staleEstimate);
 $("add-filter").addEventListener("click", () => addFilterRow().querySelector(".filter-value").focus());
-$("estimate").addEventListener("click", estimate);
+$("estimate").addEventListener("click", () => estimate());
 $("export-form").addEventListener("submit", create);
 $("refresh").addEventListener("click", loadJobs);
 for (const id of ["create-title", "jobs-title"]) $(id).setAttribute("tabindex", "-1");
