@@ -41,7 +41,7 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build (or reuse) dist/sealexports, and copy it away from the source tree."""
     subprocess.run([str(ROOT / "scripts" / "build-binary")], cwd=ROOT, check=True, timeout=1100)
     contents = subprocess.run(
-        [str(ROOT / "build" / "venv" / "bin" / "pyi-archive_viewer"), "-l", "-r", "-b",
+        [str(Path(sys.executable).with_name("pyi-archive_viewer")), "-l", "-r", "-b",
          str(ROOT / "dist" / "sealexports")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
