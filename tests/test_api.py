@@ -223,7 +223,12 @@ def test_create_switches_to_background_at_sync_row_limit(
         assert_completed_download(api, out["job"], body)
         return
     assert out["job"]["download_url"] is None
-    assert f"GET /api/v1/exports/{out['job']['job_id']}" in out["message"]
+    # The message's poll URL works as given: with its site_id (without it GET answers 422).
+    poll = re.search(r"Poll GET (\S+) until it completes\.$", out["message"])
+    assert poll, out["message"]
+    assert poll[1] == f"{BASE}{API}/{out['job']['job_id']}?site_id={api.site_id}"
+    polled = api.client.get(poll[1].removeprefix(BASE), headers=api.headers)
+    assert polled.status_code == 200 and polled.json()["job_id"] == out["job"]["job_id"]
     job, seen = api.wait(out["job"]["job_id"])
     assert_completed_download(api, job, body)
     assert job["actual_rows"] == n
@@ -354,8 +359,10 @@ def test_stream_under_limit_returns_the_file(
     assert r.content == api.offline_bytes(body)
     assert rows_of(r.content, fmt) > 0
     assert r.headers["content-type"] == MEDIA_TYPES[fmt]
+    # The download's and the CLI's name (it was "{type}_{date_from}_{date_to}.{ext}").
+    start, end = api.date_from.replace("-", ""), api.date_to.replace("-", "")
     assert r.headers["content-disposition"] == (
-        f'attachment; filename="{export_type}_{api.date_from}_{api.date_to}.{fmt}"'
+        f'attachment; filename="sealmetrics_{export_type}_{start}_{end}.{fmt}"'
     )
     assert r.headers["cache-control"] == "no-store"
     assert api.list().json()["total"] == 0, "a stream creates no job"
@@ -453,8 +460,35 @@ def test_download_after_ttl_answers_410_and_job_expired(make: ApiFactory, small:
     expired = api.job(job["job_id"])
     assert expired["status"] == "expired"
     assert expired["download_url"] is None and expired["error_message"] is None
+    # The time the link stopped working is kept (it was null once expired).
+    assert expired["download_expires_at"] == job["download_expires_at"]
     assert not (api.settings.exports_dir / file_name).exists()
     assert api.files() == []
+
+
+def test_head_on_download_answers_headers_without_the_file(make: ApiFactory, small: Template) -> None:
+    """HEAD was a 405; clients and proxies probe links with it."""
+    api = make(small, download_ttl_seconds=2)
+    job = api.created(api.body("sources"))["job"]
+    path = job["download_url"].removeprefix(BASE)
+    got, head = api.client.get(path), api.client.head(path)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-type", "content-length", "content-disposition"):
+        assert head.headers[name] == got.headers[name], name
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+    assert api.client.head(path[:-3] + "AAA").status_code == 404
+    deadline = time.monotonic() + 10
+    while (r := api.client.head(path)).status_code == 200:
+        assert time.monotonic() < deadline, "the link never expired"
+        time.sleep(0.1)
+    assert r.status_code == 410 and api.job(job["job_id"])["status"] == "expired"
+
+
+def test_head_on_healthz(make: ApiFactory, small: Template) -> None:
+    api = make(small, run_workers=False)
+    r = api.client.head("/healthz")
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-type"] == "application/json"
 
 
 def _flip(ch: str) -> str:

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from litestar import Litestar, get
+from litestar import Litestar, route
 from litestar.di import NamedDependency, Provide
+from litestar.enums import HttpMethod
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Server
 
@@ -36,7 +37,13 @@ from sealexports.tokens import DownloadTokens
 MAX_BODY_BYTES = 64 * 1024
 
 
-@get("/healthz", sync_to_thread=True, summary="Health check", tags=["service"])
+@route(
+    "/healthz",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],  # load balancers often probe with HEAD
+    sync_to_thread=True,
+    summary="Health check",
+    tags=["service"],
+)
 def healthz(services: NamedDependency[Services]) -> HealthOut:
     """200 with the version when the database answers."""
     try:
@@ -114,6 +121,6 @@ def create_app(
 
 def _check_root_path(app: Litestar, root_path: str) -> None:
     """A prefix that starts one of our own routes would make `/api/...` ambiguous (stripped or not)."""
-    for route in app.routes:
-        if root_path and (route.path == root_path or route.path.startswith(root_path + "/")):
-            raise ConfigError(f"root_path {root_path!r} clashes with the service's own route {route.path}")
+    for r in app.routes:
+        if root_path and (r.path == root_path or r.path.startswith(root_path + "/")):
+            raise ConfigError(f"root_path {root_path!r} clashes with the service's own route {r.path}")

@@ -9,10 +9,13 @@ from collections.abc import Generator
 from typing import Annotated, Any
 
 import anyio
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, post, route
+from litestar.app import Litestar
 from litestar.di import NamedDependency
+from litestar.enums import HttpMethod
 from litestar.params import JSONBody, Parameter
 from litestar.response import File, Stream
+from litestar.response.file import ASGIFileResponse
 
 from sealexports.api import openapi, proxy
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
@@ -35,6 +38,21 @@ AccountId = Annotated[
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
 FIRST_CHUNKS = 2  # a raw export's header, then its first rows
+
+
+class ExportFile(File):
+    """A file response that, for HEAD, sends the headers (Content-Length included) and never
+    reads the file (Litestar's File would read it all for the server to throw away)."""
+
+    def to_asgi_response(
+        self, app: Litestar | None, request: Request[Any, Any, Any], **kwargs: Any
+    ) -> ASGIFileResponse:
+        if request.method == HttpMethod.HEAD:
+            kwargs["is_head_response"] = True
+            media_type = str(self.media_type)  # Litestar leaves Content-Type out of HEAD answers
+            text = media_type.startswith("text/")
+            self.headers.setdefault("content-type", f"{media_type}; charset=utf-8" if text else media_type)
+        return super().to_asgi_response(app, request, **kwargs)
 
 
 def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
@@ -80,6 +98,7 @@ async def _current(services: Services, job: store.JobRecord) -> store.JobRecord:
 def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any, Any]) -> JobOut:
     """The job as the API shows it; its download_url is built for the request reading it."""
     completed = job.status == lifecycle.Status.COMPLETED and job.download_token
+    expired = job.status == lifecycle.Status.EXPIRED
     base = proxy.base_url(services.settings, str(request.base_url))
     return JobOut(
         id=job.id,
@@ -97,7 +116,8 @@ def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any,
         file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
         progress_percent=job.progress_percent,
         download_url=services.download_url(job.download_token, base) if completed else None,  # type: ignore[arg-type]
-        download_expires_at=job.download_expires_at if completed else None,
+        # Kept once expired: when the link stopped working.
+        download_expires_at=job.download_expires_at if completed or expired else None,
         error_message=job.error_message,
         started_at=job.started_at,
         completed_at=job.completed_at,
@@ -153,15 +173,17 @@ class ExportsController(Controller):
         site = _site(services, account, site_id, account_id)
         req = _request(services, site, data)
         deadline = request_deadline(services)
+        base = str(request.base_url)
 
         def work() -> CreateOut:
             conn = services.db.get()
             with deadline.running(conn):
                 est = engine.estimate(conn, req, services.settings.sync_row_limit)
             job = lifecycle.create_job(conn, services.settings, site, req, est)
+            poll = services.job_url(job.job_id, site.site_id, proxy.base_url(services.settings, base))
             if est.will_use_background_job:
                 services.queue.enqueue(job.job_id)
-                message = f"Export job created. Poll GET /api/v1/exports/{job.job_id} until it completes."
+                message = f"Export job created. Poll GET {poll} until it completes."
             else:
                 exports_dir = services.settings.exports_dir
                 run_export(
@@ -176,7 +198,7 @@ class ExportsController(Controller):
             job = store.get_job(conn, job.job_id)
             if job.status == lifecycle.Status.PENDING:  # stopped by a disconnect or a shutdown
                 services.queue.enqueue(job.job_id)
-                message = f"Export continues in the background. Poll GET /api/v1/exports/{job.job_id}."
+                message = f"Export continues in the background. Poll GET {poll} until it completes."
             if job.status == lifecycle.Status.FAILED:
                 message = f"Export failed: {job.error_message}"
             return CreateOut(
@@ -288,8 +310,9 @@ class ExportsController(Controller):
         site = _site(services, account, site_id, account_id)
         lifecycle.delete_job(services.db.get(), services.settings.exports_dir, _job(services, site, job_id))
 
-    @get(
+    @route(
         "/download/{download_token:str}",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],  # clients and proxies probe with HEAD
         sync_to_thread=True,
         summary="Download a completed export",
         responses=openapi.DOWNLOAD,
@@ -299,8 +322,9 @@ class ExportsController(Controller):
         self,
         download_token: Annotated[str, Parameter(description="From download_url.")],
         services: NamedDependency[Services],
-    ) -> File:
-        """No authentication: the signed token is the credential. 410 once expired."""
+    ) -> ExportFile:
+        """No authentication: the signed token is the credential. 410 once expired.
+        HEAD answers the same status and headers, without the file."""
         conn = services.db.get()
         job_id, expired = services.tokens.open(download_token)
         job = store.find_job(conn, job_id)
@@ -315,7 +339,7 @@ class ExportsController(Controller):
         if job.status != lifecycle.Status.COMPLETED or not job.file_name or not path.is_file():
             raise Expired("the export file is no longer available; create a new export")
         req = request_for(job)
-        return File(
+        return ExportFile(
             path=path,
             filename=req.file_name,
             media_type=req.media_type,
@@ -365,9 +389,11 @@ class ExportsController(Controller):
             return conn, chunks, first
 
         conn, chunks, first = await in_thread(start, deadline, request.receive)
-        name = f"{req.type.name}_{req.date_from}_{req.date_to}.{req.format}"
         return Stream(
             bridge(conn, chunks, deadline, first),
             media_type=req.media_type,
-            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+            headers={
+                "Content-Disposition": f'attachment; filename="{req.file_name}"',
+                "Cache-Control": "no-store",
+            },
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 from sealexports.config import Settings
 from sealexports.jobs.queue import JobQueue
@@ -20,3 +21,7 @@ class Services:
     def download_url(self, token: str, base: str) -> str:
         """The link under `base` (public_url, or the reading request's own base URL)."""
         return f"{base}/api/v1/exports/download/{token}"
+
+    def job_url(self, job_id: str, site_id: str, base: str) -> str:
+        """Where a client polls the job: GET answers 422 without the site in the query."""
+        return f"{base}/api/v1/exports/{quote(job_id)}?{urlencode({'site_id': site_id})}"
