@@ -39,7 +39,8 @@ from sealexports.config import Plan, Settings
 from sealexports.errors import InvalidRequest
 from sealexports.exports.filters import ADVANCED_FIELDS, MAX_VALUES, OPERATORS, Condition, parse_advanced
 from sealexports.exports.request import MAX_RANGE_DAYS, build_request, parse_date
-from sealexports.storage.database import secret_key
+from sealexports.storage import accounts
+from sealexports.storage.database import connect, secret_key
 from sealexports.tokens import DownloadTokens
 from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
@@ -73,9 +74,9 @@ def served_schema() -> dict[str, Any]:
 
 
 SCHEMA_DOCUMENT = served_schema()
-# The export API and /healthz: POST /api/v1/events (another key scope, its own limits) is not
-# covered here; its error responses are not yet in the schema.
-schema = schemathesis.openapi.from_dict(SCHEMA_DOCUMENT).include(path_regex=f"^({API}|/healthz$)")
+EVENTS = "/api/v1/events"
+# The export API, POST /api/v1/events (with a key of the 'write' scope) and /healthz.
+schema = schemathesis.openapi.from_dict(SCHEMA_DOCUMENT).include(path_regex=f"^({API}|{EVENTS}$|/healthz$)")
 
 
 @dataclass
@@ -85,6 +86,7 @@ class FuzzTarget:
     api: Api | None = None
     jobs: list[str] = field(default_factory=list)  # completed csv, completed json, pending
     tokens: list[str] = field(default_factory=list)  # of the two completed jobs
+    writer: dict[str, str] = field(default_factory=dict)  # headers with a 'write' key, for events
 
 
 TARGET = FuzzTarget()
@@ -131,6 +133,9 @@ def fuzz_target(small: Template, tmp_path_factory: pytest.TempPathFactory) -> It
         assert [j["status"] for j in jobs] == ["completed", "completed", "pending"]
         TARGET.api, TARGET.jobs = api, [j["job_id"] for j in jobs]
         TARGET.tokens = [j["download_url"].rsplit("/", 1)[1] for j in jobs[:2]]
+        conn = connect(api.settings.database)
+        TARGET.writer = {"X-API-Key": accounts.create_key(conn, api.site_id, scope="write")}
+        conn.close()
         yield TARGET
         TARGET.api = None
         asgi.shutdown_lifespans()  # the app's lifespan that schemathesis started for its calls
@@ -181,7 +186,8 @@ def test_schemathesis_no_5xx_and_every_response_as_documented(
     # 404/422 for schema-valid input. Allow on OPTIONS: Litestar 2 lists only the first handler's
     # methods there (litestar#4169; see test_options_allow_header_lists_every_method).
     excluded = [positive_data_acceptance] + ([allow_header_conformance] if case.method == "OPTIONS" else [])
-    r = case.call_and_validate(app=api.client.app, headers=api.headers, excluded_checks=excluded)
+    headers = fuzz_target.writer if case.path == EVENTS else api.headers
+    r = case.call_and_validate(app=api.client.app, headers=headers, excluded_checks=excluded)
     fuzz_figures[r.status_code] += 1
     assert r.status_code < 500, r.text
     assert r.headers.get("x-request-id"), r.headers
@@ -210,7 +216,7 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
     error_ref = {"$ref": "#/components/schemas/ErrorOut"}
     documented = 0
     for path, operations in paths.items():
-        if not path.startswith(API):
+        if not path.startswith((API, EVENTS)):
             continue
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
@@ -232,6 +238,9 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
     }
     assert statuses[f"POST {'/'}"] == [400, 401, 404, 413, 415, 422, 429]
     assert statuses["GET /download/{download_token}"] == [400, 404, 410]
+    events = paths[EVENTS]["post"]
+    assert [int(s) for s in events["responses"] if int(s) >= 400] == [400, 401, 403, 404, 413, 415, 422, 429]
+    assert set(events["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
     say(capsys, f"openapi: {documented} error responses documented with ErrorOut: {statuses}")
 
 

@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
 from sealexports import metrics
+from sealexports.api import openapi
 from sealexports.api.auth import provide_writer
 from sealexports.api.schemas import EventsOut, RejectedEventOut
 from sealexports.api.services import Services
@@ -54,6 +55,8 @@ class EventsController(Controller):
         status_code=200,
         summary="Send a batch of events",
         request_max_body_size=MAX_BODY_BYTES,
+        responses=openapi.EVENTS,
+        operation_class=openapi.EventsOperation,
         opt={"ndjson": True},
     )
     async def send(

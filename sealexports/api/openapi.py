@@ -14,6 +14,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    RequestBody,
     Schema,
 )
 
@@ -65,6 +66,19 @@ DOWNLOAD = errors(
     }
 )
 
+EVENTS = errors(
+    {
+        **_MALFORMED,
+        401: "Missing, unknown or revoked API key.",
+        403: "The key has no 'write' scope.",
+        404: "Unknown site, or a site of another account.",
+        413: "Over 10,000 events, or over 8 MiB as sent or once decompressed.",
+        415: "The Content-Type or Content-Encoding is not one of those taken.",
+        422: "site_id missing, the body not a JSON array (or NDJSON) or not valid gzip, or bytes after it.",
+        429: "Over the key's requests per minute: see Retry-After.",
+    }
+)
+
 _FILE_CONTENT = {
     "text/csv": OpenAPIMediaType(
         schema=Schema(type=OpenAPIType.STRING, description="RFC 4180 CSV in UTF-8 with a header row.")
@@ -101,6 +115,29 @@ class FileOperation(Operation):
                 required=True,
             )
             ok.headers = headers
+
+
+_EVENT = Schema(  # any JSON value: the batch is taken, and an item that is no event is listed in errors
+    description="One event of the events format (docs/events.md), a JSON object; any other item is "
+    "refused alone and listed in errors."
+)
+
+
+@dataclass
+class EventsOperation(Operation):
+    """POST /api/v1/events reads its body itself (a JSON array or NDJSON, maybe gzip): say so."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="Up to 10,000 events; Content-Encoding: gzip is taken.",
+            content={
+                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.ARRAY, items=_EVENT)),
+                "application/x-ndjson": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, description="One event (a JSON object) a line.")
+                ),
+            },
+        )
 
 
 def strict_bodies(app: Litestar) -> None:
