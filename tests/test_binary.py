@@ -48,6 +48,12 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # What is found at run time by name, not by import: it must be inside, not on the host.
     for part in ("ua_parser_rs/ua_parser_rs.abi3.so", "tzdata/zoneinfo/Europe/Madrid", "ua_parser_builtins"):
         assert part in contents, part
+    # Every data file of the package (the web page, the API docs' assets, ...).
+    package = ROOT / "sealexports"
+    data = [p for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert data
+    for path in data:
+        assert f" {path.relative_to(ROOT)}\n" in contents, path
     target = tmp_path_factory.mktemp("bin") / "sealexports"
     shutil.copy2(ROOT / "dist" / "sealexports", target)
     return target
@@ -161,6 +167,8 @@ def test_binary_serves_a_background_export_and_stops_on_sigterm(binary: Path, tm
         assert requests.get(f"{url}/schema/openapi.json", timeout=10).json()["paths"]
         css = ROOT / "sealexports" / "api" / "docs_assets" / "swagger-ui.css"
         assert requests.get(f"{url}/schema/assets/swagger-ui.css", timeout=10).content == css.read_bytes()
+        page = ROOT / "sealexports" / "ui" / "app.js"
+        assert requests.get(f"{url}/ui/static/app.js", timeout=10).content == page.read_bytes()
         # And the web page with its script.
         for path, asset in (("/ui", "index.html"), ("/ui/static/app.js", "app.js")):
             page = ROOT / "sealexports" / "ui" / asset
