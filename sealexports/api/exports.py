@@ -177,8 +177,10 @@ class ExportsController(Controller):
 
         def work() -> CreateOut:
             conn = services.db.get()
-            with deadline.running(conn):
-                est = engine.estimate(conn, req, services.settings.sync_row_limit)
+            max_rows = services.settings.plans[site.account.plan].max_rows
+            est = engine.estimate_within(
+                conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
+            )
             job = lifecycle.create_job(conn, services.settings, site, req, est)
             poll = services.job_url(job.job_id, site.site_id, proxy.base_url(services.settings, base))
             if est.will_use_background_job:
@@ -229,8 +231,10 @@ class ExportsController(Controller):
 
         def work() -> engine.Estimate:
             conn = services.db.get()
-            with deadline.running(conn):
-                return engine.estimate(conn, req, services.settings.sync_row_limit)
+            max_rows = services.settings.plans[site.account.plan].max_rows
+            return engine.estimate_within(
+                conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
+            )
 
         return _estimate_out(await in_thread(work, deadline, request.receive))
 
@@ -370,8 +374,7 @@ class ExportsController(Controller):
         def start() -> tuple[sqlite3.Connection, Generator[bytes, None, None], list[bytes]]:
             """Estimate, then make the first chunks here, so that a deadline passed in the
             query's first (for aggregates: only) long step is an error answer, not a cut stream."""
-            with deadline.running(services.db.get()):
-                est = engine.estimate(services.db.get(), req, services.settings.sync_row_limit)
+            est = engine.estimate_within(services.db.get(), req, deadline, services.settings.sync_row_limit)
             if est.will_use_background_job:
                 raise TooLarge(
                     f"Export too large for streaming ({est.estimated_rows:,} rows). "

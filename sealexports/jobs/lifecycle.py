@@ -75,10 +75,14 @@ def create_job(
     if plan.max_stored_bytes:
         _check_stored_bytes(conn, site, plan.max_stored_bytes)
     if plan.max_rows and estimate.estimated_rows > plan.max_rows:
+        size = (
+            f"{estimate.estimated_rows:,} rows"
+            if estimate.exact
+            else f"up to {estimate.estimated_rows:,} rows (counting them exactly took too long)"
+        )
         raise TooLarge(
-            f"Export too large for the {site.account.plan} plan: about "
-            f"{estimate.estimated_rows:,} rows, and the plan allows at most {plan.max_rows:,} "
-            "rows per export. Narrow the date range or add filters."
+            f"Export too large for the {site.account.plan} plan: {size}, and the plan allows at most "
+            f"{plan.max_rows:,} rows per export. Narrow the date range or add filters."
         )
     return store.insert_job(
         conn,
