@@ -459,6 +459,7 @@ def test_export_into_a_folder(seeded: Path, out: Path, tmp_path: Path) -> None:
 
 
 def test_export_to_a_named_file(seeded: Path, out: Path) -> None:
+    (out / "sub").mkdir()
     result = export(seeded, "--type", "devices", "-o", "sub/devices.csv", "--silent")
     assert result.exit_code == 0, result.output
     assert listing(out) == ["sub"]

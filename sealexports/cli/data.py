@@ -235,19 +235,22 @@ def export(
         formula_guard=state.settings.csv_formula_guard,
     )
     if output == "-":
-        out = sys.stdout.buffer
-        for chunk in engine.chunks(conn, req):
-            out.write(chunk)
-        out.flush()
+        try:
+            for chunk in engine.chunks(conn, req):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            _reader_stopped()
         return
-    dest = Path(output) if output else Path(req.file_name)
-    if dest.is_dir():
-        dest = dest / req.file_name
+    dest = _destination(output, req.file_name)
     total = engine.count_estimate(conn, req)
     started = time.perf_counter()
-    with progress_bar(silent, total, "Exporting") as advance:
-        # A file the operator asked for where they chose: an ordinary one, as the umask says.
-        info = engine.write_file(conn, req, dest, progress=advance, mode=0o666 & ~_umask())
+    try:
+        with progress_bar(silent, total, "Exporting") as advance:
+            # A file the operator asked for where they chose: an ordinary one, as the umask says.
+            info = engine.write_file(conn, req, dest, progress=advance, mode=0o666 & ~_umask())
+    except BrokenPipeError:  # a FIFO whose reader closed it
+        return
     elapsed = time.perf_counter() - started
     if not silent:
         click.echo(
@@ -255,6 +258,30 @@ def export(
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+
+
+def _destination(output: str | None, file_name: str) -> Path:
+    """Where -o points: a file, or the default name inside a folder (an existing one, or any path
+    ending in '/'). The folder must exist: a typo there should not become a new tree."""
+    if output is None:
+        return Path(file_name)
+    dest = Path(output)
+    if output.endswith("/") or dest.is_dir():
+        dest = dest / file_name
+    if not dest.parent.is_dir():
+        raise click.ClickException(f"folder {str(dest.parent)!r} does not exist (create it first)")
+    return dest
+
+
+def _reader_stopped() -> None:
+    """The reader of stdout stopped early (`| head`): it had what it wanted, so end quietly with
+    status 0. Stdout then points at /dev/null, so that Python's flush at exit does not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test runner's stdout)
+        pass
 
 
 def _umask() -> int:

@@ -10,13 +10,14 @@ import hashlib
 import math
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
 from sealexports.exports import raw
@@ -136,25 +137,26 @@ def write_file(
 
     `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
     chunk and raises Cancelled. On any error the temporary file is removed.
+
+    What is not a regular file (a FIFO, a device such as /dev/null, /dev/stdout) is written in
+    place: renaming over it would replace the node itself with a regular file.
     """
+    pieces = _pieces(conn, req)
+    if writes_in_place(dest):
+        # A regular file reached through /dev/stdout is appended to, as the shell's `>` left it.
+        flags = os.O_WRONLY | (os.O_APPEND if stat.S_ISREG(dest.stat().st_mode) else 0)
+        try:
+            with slow_regex_is_bad_input(), open(os.open(dest, flags), "wb") as f:
+                return _copy(pieces, f, dest, progress, cancelled)
+        finally:
+            pieces.close()
     make_private_dir(dest.parent)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    size = rows_done = 0
-    pieces = _pieces(conn, req)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600
         with slow_regex_is_bad_input(), os.fdopen(fd, "wb") as f:
-            for chunk, n in pieces:
-                if cancelled and cancelled():
-                    raise Cancelled("the export was cancelled")
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                rows_done += n
-                if progress and n:
-                    progress(rows_done)
+            info = _copy(pieces, f, dest, progress, cancelled)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
@@ -162,6 +164,38 @@ def write_file(
         pieces.close()
         tmp.unlink(missing_ok=True)
         raise
+    return info
+
+
+def writes_in_place(dest: Path) -> bool:
+    """Whether `dest` is written where it is rather than replaced: it exists and is not a
+    regular file, or it is under /dev or /proc (/dev/stdout leads to whatever stdout is)."""
+    if dest.is_absolute() and dest.parts[1:2] in (("dev",), ("proc",)):
+        return dest.exists()
+    try:
+        return not stat.S_ISREG(dest.stat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _copy(
+    pieces: raw.Pieces,
+    f: BinaryIO,
+    dest: Path,
+    progress: Callable[[int], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> FileInfo:
+    digest = hashlib.sha256()
+    size = rows_done = 0
+    for chunk, n in pieces:
+        if cancelled and cancelled():
+            raise Cancelled("the export was cancelled")
+        f.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+        rows_done += n
+        if progress and n:
+            progress(rows_done)
     return FileInfo(dest, rows_done, size, digest.hexdigest())
 
 
