@@ -50,6 +50,7 @@ class Settings:
     public_url: str = ""  # empty: download links follow each request (see trusted_proxies)
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # X-Forwarded-*/Forwarded from these only
     root_path: str = ""  # path prefix the service is reached under, e.g. "/sealexports"
+    cors_origins: tuple[str, ...] = ()  # web origins whose pages may call the API ("*": any); none by default
     sync_row_limit: int = 10_000
     download_ttl_seconds: int = 86_400
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
@@ -102,6 +103,7 @@ _MIN = {
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1, "max_stored_bytes": 0}
 _CHOICES = {"log_level": LEVELS, "log_format": FORMATS}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 _ROOT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
@@ -148,7 +150,7 @@ def _scalar_keys() -> list[str]:
 
 def _checked(key: str, value: Any, kind: type) -> Any:
     if kind is tuple:
-        return _networks(key, value)
+        return _origins(key, value) if key == "cors_origins" else _networks(key, value)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"config key {key!r} must be a number of seconds above 0, got {value!r}")
@@ -188,6 +190,19 @@ def _checked(key: str, value: Any, kind: type) -> Any:
             )
         return root
     return value
+
+
+def _origins(key: str, value: Any) -> tuple[str, ...]:
+    """Web origins as browsers send them (scheme://host[:port], no path), or "*"."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key {key!r} must be a list of origins like 'https://app.example.com'")
+    for v in value:
+        if v != "*" and not _ORIGIN.fullmatch(v):
+            raise ConfigError(
+                f"config key {key!r}: {v!r} is not an origin (scheme://host[:port], no path or "
+                "trailing slash) nor '*'"
+            )
+    return tuple(value)
 
 
 def _networks(key: str, value: Any) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 from litestar import Litestar, route
+from litestar.config.cors import CORSConfig
 from litestar.di import NamedDependency, Provide
 from litestar.enums import HttpMethod
 from litestar.openapi import OpenAPIConfig
@@ -99,6 +100,7 @@ def create_app(
         before_send=[add_request_id],
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
+        cors_config=cors(settings.cors_origins),
         openapi_config=OpenAPIConfig(
             title="sealexports",
             version=__version__,
@@ -117,6 +119,34 @@ def create_app(
     access = AccessLog(app.asgi_handler, count=bool(settings.metrics_token))
     app.asgi_handler = proxy.ProxyHeaders(access, settings.trusted_proxies, settings.root_path)
     return app
+
+
+# What a page on another origin may send, and read back, beyond the CORS-safelisted ones.
+CORS_REQUEST_HEADERS = ["X-API-Key", "Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = [
+    "Content-Disposition",
+    "X-Request-ID",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Policy",
+]
+
+
+def cors(origins: tuple[str, ...]) -> CORSConfig | None:
+    """Pages on `origins` may call the API (none: no CORS headers at all). Keys travel in headers,
+    never cookies, so credentials stay off."""
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(origins),
+        allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 def _check_root_path(app: Litestar, root_path: str) -> None:
