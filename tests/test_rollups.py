@@ -1,5 +1,6 @@
-"""Unfiltered aggregates read the daily rollups kept at ingestion; filtered ones read the events.
-The two paths must agree: a filter that keeps everything forces the events path."""
+"""Unfiltered aggregates read the daily rollups kept at ingestion; filtered ones read the visits
+(conditions on visit fields only) or the events. The paths must agree: a filter that keeps
+everything forces the visits path (referrer) or the events path (content_grouping)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ from sealexports.storage.events import Conversion, PageView, Visit, insert_visit
 from tests.conftest import DemoDB
 
 AGGREGATES = [name for name, t in EXPORT_TYPES.items() if t.kind != "events"]
-KEEP_ALL = {"advanced_filters": "referrer:ne:-never-"}  # true of every row: forces the events path
+KEEP_ALL = {"advanced_filters": "referrer:ne:-never-"}  # true of every row: forces the visits path
+KEEP_ALL_EVENTS = {"advanced_filters": "content_grouping:ne:-never-"}  # ...the events path
 
 
 def _both(conn: sqlite3.Connection, export_type: str, date_from: str, date_to: str) -> tuple[bytes, bytes]:
     rollup = build_request("demo", export_type, "csv", date_from, date_to)
-    events = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL)
-    assert not rollup.conditions and events.conditions
-    return b"".join(engine.chunks(conn, rollup)), b"".join(engine.chunks(conn, events))
+    visits = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL)
+    events = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL_EVENTS)
+    assert not rollup.conditions and visits.conditions and events.conditions
+    by_visits, by_events = b"".join(engine.chunks(conn, visits)), b"".join(engine.chunks(conn, events))
+    assert by_visits == by_events
+    return b"".join(engine.chunks(conn, rollup)), by_events
 
 
 @pytest.mark.parametrize("export_type", AGGREGATES)
@@ -73,3 +78,39 @@ def test_a_visit_continued_in_a_later_batch_becomes_engaged_in_the_rollups(tmp_p
     )
     # One visit, engaged once (not twice), three page views, one purchase of 12.34.
     assert sources.decode().splitlines()[1] == "google,1,1,0.00,3,0,1,100.00,12.34"
+
+
+def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "midnight.db")
+    site = accounts.create_site(conn, "demo", timezone="Europe/Madrid")
+    start = datetime(2025, 3, 10, 22, 50, tzinfo=UTC)  # 23:50 local on the 10th
+    late = Visit(
+        pages=[PageView(start + timedelta(minutes=m), "/a") for m in (0, 5, 15, 20)],  # 2 on the 11th
+        utm_source="google",
+        country="ES",
+    )
+    other = Visit(pages=[PageView(start, "/a")], utm_source="bing", country="FR")
+    with transaction(conn):
+        insert_visits(conn, site, [late, other])
+    assert late.id is not None
+    more = dataclasses.replace(
+        late, pages=[PageView(start + timedelta(hours=2), "/b")], id=late.id, landing=late.pages[0]
+    )
+    with transaction(conn):
+        insert_visits(conn, site, [more])  # a third page view on the 11th, in a later batch
+
+    def lines(export_type: str, date_from: str, date_to: str, filters: dict[str, str]) -> list[str]:
+        req = build_request("demo", export_type, "csv", date_from, date_to, filters)
+        return b"".join(engine.chunks(conn, req)).decode().splitlines()[1:]
+
+    spain = {"country": "ES"}
+    assert lines("sources", "2025-03-10", "2025-03-10", spain) == ["google,1,1,0.00,2,0,0,0.00,0.00"]
+    assert lines("sources", "2025-03-11", "2025-03-11", spain) == ["google,0,0,0.00,3,0,0,0.00,0.00"]
+    assert lines("time_series", "2025-03-10", "2025-03-11", spain) == [
+        "2025-03-10,1,1,0.00,2,0,0,0.00,0.00",
+        "2025-03-11,0,0,0.00,3,0,0,0.00,0.00",
+    ]
+    assert lines("sources", "2025-03-10", "2025-03-11", {"country": ["ES", "FR"]}) == [
+        "bing,1,0,100.00,1,0,0,0.00,0.00",
+        "google,1,1,0.00,5,0,0,0.00,0.00",
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sealexports.exports.filters import where_clause
+from sealexports.exports.filters import VISIT_FIELDS, where_clause
 from sealexports.exports.request import ExportRequest
 from sealexports.storage.schema import CATALOG_DIMENSIONS
 
@@ -108,10 +108,54 @@ def event_line_query(req: ExportRequest) -> Query:
     return f"SELECT {select}, id FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
 
 
+# Fields that mean the same on a visit and on each of its events: a condition on them keeps or
+# drops whole visits. (`path` is the landing page on a visit but the page on a page view, and
+# `content_grouping` the landing page's group on a visit.)
+_VISIT_CONDITION_FIELDS = frozenset((*VISIT_FIELDS, "referrer", "landing_page"))
+
+
+def _visit_filtered(req: ExportRequest, key: str) -> Query:
+    """(k, e, g, pv, mc, c, rev) per key under conditions on visit fields only, the page views
+    without reading them: each visit's page_views counts on its first day, and `visit_days`
+    moves those it made on other days (past midnight) to their own day."""
+    where, params = _range(req, "visits")
+    cond, cond_params = where_clause(req.conditions, "visits", lambda c: f"v.{c}")
+    days = [req.date_from.isoformat(), req.date_to.isoformat()]
+    # visit_days drives the joins (it is small): CROSS JOIN keeps that order.
+    moved = "FROM visit_days s CROSS JOIN visits v ON v.id = s.visit_id WHERE s.site_id = ?"
+    parts = [
+        f"SELECT {key} AS k, COUNT(*) AS e, SUM(page_views >= 2) AS g, SUM(page_views) AS pv, 0 AS mc, "
+        f"0 AS c, 0 AS rev FROM visits WHERE {where} GROUP BY 1",
+        f"SELECT v.{key}, 0, 0, -SUM(s.page_views), 0, 0, 0 {moved} AND v.day BETWEEN ? AND ?{cond} "
+        "GROUP BY 1",
+        f"SELECT {'s.day' if key == 'day' else f'v.{key}'}, 0, 0, SUM(s.page_views), 0, 0, 0 {moved} "
+        f"AND s.day BETWEEN ? AND ?{cond} GROUP BY 1",
+    ]
+    params = [
+        *params,
+        *[req.site_id, *days, *cond_params],
+        *[req.site_id, *days, *cond_params],
+    ]
+    for table in ("microconversions", "conversions"):
+        where, p = _range(req, table)
+        parts.append(f"SELECT {key} AS k, {_METRICS[table]} FROM {table} WHERE {where} GROUP BY 1")
+        params += p
+    union = " UNION ALL ".join(parts)
+    return (
+        "SELECT k, SUM(e) AS e, SUM(g) AS g, SUM(pv) AS pv, SUM(mc) AS mc, SUM(c) AS c, "
+        f"SUM(rev) AS rev FROM ({union}) GROUP BY k",
+        params,
+    )
+
+
 def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
-    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered, else from the
-    events (the rollups hold no filters)."""
+    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered; from the visits
+    when every condition is on a visit field and the key is the visit's; else from the events
+    (the rollups hold no filters)."""
     if req.conditions:
+        key = keys["pageviews"]
+        if key == keys["visits"] and all(c.field in _VISIT_CONDITION_FIELDS for c in req.conditions):
+            return _visit_filtered(req, key)
         return _aggregate(req, keys)
     key = "day" if dimension == "" else "NULLIF(value, '')"  # '' is a missing value there
     return (

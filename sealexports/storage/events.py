@@ -112,6 +112,10 @@ _ADD_ROWS = (
     "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows"
 )
 _ADD_PAGE_VIEWS = "UPDATE visits SET page_views = page_views + ? WHERE id = ?"
+_ADD_VISIT_DAYS = (
+    "INSERT INTO visit_days (site_id, day, visit_id, page_views) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (site_id, day, visit_id) DO UPDATE SET page_views = page_views + excluded.page_views"
+)
 _ADD_METRICS = (
     "INSERT INTO day_metrics (site_id, dimension, day, value, entrances, engaged, page_views, "
     "microconversions, conversions, revenue_cents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -168,6 +172,7 @@ def insert_visits(
         pages: dict[str, list[str | None]] = {}
         keys: set[tuple[str, str, str]] = set()  # (dimension, day, value) for the estimate catalog
         day_rows: Counter[tuple[str, str]] = Counter()
+        visit_days: Counter[tuple[str, int]] = Counter()  # page views off their visit's first day
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
         metrics: Metrics = {}
         for visit in batch:
@@ -177,6 +182,7 @@ def insert_visits(
                     raise ValueError("a stored visit needs its id")
                 landing, vid, first = visit.landing, visit.id, -1
                 values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
+                visit_day = ""
                 if visit.pages:
                     added.append((len(visit.pages), vid))
                     seen, visit_day = (
@@ -193,6 +199,7 @@ def insert_visits(
                 visit.id = vid
                 next_id += 1
                 ts, day = _stamp(landing.ts, tz)
+                visit_day = day
                 keys.update((d, day, getattr(visit, d) or "") for d in GROUPED_VISIT_DIMENSIONS)
                 keys.add(("landing_page", day, landing.path))
                 values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
@@ -211,6 +218,8 @@ def insert_visits(
                      landing.path, *dims)
                 )  # fmt: skip
                 _note_page(pages, pv.path, pv.content_grouping, day)
+                if day != visit_day:
+                    visit_days[(day, vid)] += 1
                 keys.add(("path", day, pv.path))
                 _count_visit(metrics, values, day, _PAGE_VIEWS, 1)
                 _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
@@ -241,6 +250,7 @@ def insert_visits(
         conn.executemany(_UPSERT_PAGE, [(site.site_id, path, *info) for path, info in pages.items()])
         conn.executemany(_INSERT_KEY, [(site.site_id, *key) for key in keys])
         conn.executemany(_ADD_ROWS, [(site.site_id, kind, day, n) for (kind, day), n in day_rows.items()])
+        conn.executemany(_ADD_VISIT_DAYS, [(site.site_id, *key, n) for key, n in visit_days.items()])
         conn.executemany(_ADD_METRICS, [(site.site_id, *key, *sums) for key, sums in metrics.items()])
         counts.visits += len(rows_v)
         counts.pageviews += len(rows_p)
@@ -272,6 +282,7 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
 
 ANALYTICS_TABLES = (
     "visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows", "day_metrics",
+    "visit_days",
 )  # fmt: skip
 INGEST_TABLES = ("import_ids", "visit_keys")  # what imports remember: it goes with the data
 

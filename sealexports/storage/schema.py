@@ -280,3 +280,25 @@ def m006_key_sites(db: sqlite_utils.Database) -> None:
     """A key may be bound to one site (`site_id`); NULL: every site of its account, as every key
     made before was."""
     db.execute("ALTER TABLE api_keys ADD COLUMN site_id TEXT REFERENCES sites(site_id)")
+
+
+@migrations()
+def m007_visit_days(db: sqlite_utils.Database) -> None:
+    """Page views of a visit on a day other than the one it started (a visit past midnight):
+    with them, page views under a visit filter come from `visits` alone (its page_views), not
+    from every page view of the range."""
+    _run(
+        db,
+        """
+        CREATE TABLE visit_days (
+            site_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            visit_id INTEGER NOT NULL,
+            page_views INTEGER NOT NULL,
+            PRIMARY KEY (site_id, day, visit_id)
+        ) WITHOUT ROWID;
+        INSERT INTO visit_days
+            SELECT p.site_id, p.day, p.visit_id, COUNT(*) FROM pageviews p JOIN visits v ON v.id = p.visit_id
+            WHERE p.day <> v.day GROUP BY p.site_id, p.day, p.visit_id
+        """,
+    )
