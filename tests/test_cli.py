@@ -575,3 +575,22 @@ def test_export_errors_leave_the_database_untouched(seeded: Path, out: Path) -> 
     before = analytics(seeded)
     assert_error(export(seeded, "--type", "sources", "--advanced", "path:regex:["), "invalid regex")
     assert analytics(seeded) == before
+
+
+def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -> None:
+    """`sealexports export` pays for what it imports at every start: the demo generator (which
+    builds its tables on import), the ingestion code and `regex` wait for the commands that use them."""
+    import subprocess
+    import sys
+
+    from sealexports import demo
+    from sealexports.cli import data
+
+    code = "import sys, sealexports.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "sealexports.cli" in loaded
+    for module in ("sealexports.demo", "sealexports.ingest", "regex"):
+        assert module not in loaded
+    assert (data.DEMO_DAYS, data.DEMO_VISITS) == (demo.DEFAULT_DAYS, demo.DEFAULT_VISITS)

@@ -9,32 +9,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from sealexports import demo
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
-from sealexports.ingest import ImportReport, Meter, csv_items, import_events, ndjson_items
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
-from sealexports.storage.events import (
-    InsertCounts,
-    delete_site_data,
-    insert_visits,
-    site_has_data,
-)
+
+if TYPE_CHECKING:
+    from sealexports.ingest import ImportReport, Meter
+    from sealexports.storage.events import InsertCounts
+
+# demo.DEFAULT_DAYS and DEFAULT_VISITS (tests/test_cli.py checks): the demo generator and the
+# ingestion code are imported by the commands that use them, so `export` starts without them.
+DEMO_DAYS, DEMO_VISITS = 90, 200_000
 
 
 @cli.command()
 @click.option("--site", default="demo", show_default=True)
-@click.option("--days", type=click.IntRange(1, 3660), default=demo.DEFAULT_DAYS, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3660), default=DEMO_DAYS, show_default=True)
 @click.option("--end", "end_", metavar="YYYY-MM-DD", help="Last day (default: today, UTC).")
-@click.option("--visits", type=click.IntRange(1), default=demo.DEFAULT_VISITS, show_default=True)
+@click.option("--visits", type=click.IntRange(1), default=DEMO_VISITS, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--replace", is_flag=True, help="Delete the site's existing data first.")
 @silent_option
@@ -57,6 +57,9 @@ def seed(
     Example:
         sealexports seed --site demo --days 90 --end 2025-03-31 --visits 200000
     """
+    from sealexports import demo
+    from sealexports.storage.events import delete_site_data, insert_visits, site_has_data
+
     end = parse_date(end_, "--end") if end_ else datetime.now(UTC).date()
     conn = state.conn
     try:
@@ -113,6 +116,8 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
         sealexports import events.ndjson --site shop
         zcat events.csv.gz | sealexports import - --site shop --format csv --skip-invalid
     """
+    from sealexports.ingest import Meter, csv_items, import_events, ndjson_items
+
     target = accounts.get_site(state.conn, site)
     if fmt is None:
         fmt = "csv" if file.removesuffix(".gz").endswith(".csv") else "ndjson"

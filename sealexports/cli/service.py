@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from sealexports import demo, logs
+from sealexports import logs
 from sealexports.cli import State, cli, pass_state, progress_bar
 from sealexports.config import Settings
 from sealexports.errors import SealExportsError
@@ -113,6 +113,8 @@ def _prepare_demo(state: State) -> str:
     except SealExportsError:
         accounts.create_site(conn, "demo", name="Demo site", timezone="Europe/Madrid")
     if not site_has_data(conn, "demo"):
+        from sealexports import demo  # builds its tables on import: only when seeding
+
         site = accounts.get_site(conn, "demo")
         with progress_bar(False, demo.DEFAULT_VISITS, "Seeding demo data") as advance, transaction(conn):
             insert_visits(

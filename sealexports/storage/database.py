@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import regex
 import sqlite_utils
 
 from sealexports.storage.schema import migrations
+
+if TYPE_CHECKING:
+    import regex
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -96,6 +99,8 @@ _slow = threading.local()
 
 @lru_cache(maxsize=1024)
 def _compiled(pattern: str) -> regex.Pattern[str]:
+    import regex  # imported on the first regex filter: commands start faster without it
+
     return regex.compile(pattern)
 
 
