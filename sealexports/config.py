@@ -54,6 +54,7 @@ class Settings:
     sync_row_limit: int = 10_000
     download_ttl_seconds: int = 86_400
     workers: int = 2  # 0: `serve` runs no workers (run `sealexports worker`)
+    job_lease_seconds: int = 30  # a running job is taken over by another process this long after its own died
     query_timeout_seconds: float = 10.0  # each request's queries (estimate, stream, sync export, list)
     job_timeout_seconds: float = 3600.0  # a background export, start to finish
     secret_key: str = ""  # empty: read from secret_key_file, else generated once and kept in the database
@@ -98,7 +99,7 @@ class Settings:
 # Top-level keys and how to read them from TOML values or environment strings.
 _MIN = {
     "port": 1, "sync_row_limit": 1, "download_ttl_seconds": 1, "workers": 0,
-    "limit_concurrency": 1, "timeout_keep_alive": 1,
+    "limit_concurrency": 1, "timeout_keep_alive": 1, "job_lease_seconds": 1,
 }  # fmt: skip
 _PLAN_MIN = {"concurrent_exports": 1, "max_rows": 0, "requests_per_minute": 1, "max_stored_bytes": 0}
 _CHOICES = {"log_level": LEVELS, "log_format": FORMATS}

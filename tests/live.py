@@ -40,9 +40,14 @@ def free_port() -> int:
 
 
 def start(
-    db: Path, workdir: Path, *, env: dict[str, str] | None = None, config: Path | None = None
+    db: Path,
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Server:
-    """Start the server on `db` and wait until /healthz answers."""
+    """Start the server on `db` (`serve --port P *serve_args`) and wait until /healthz answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / f"server-{port}.log"
@@ -56,7 +61,7 @@ def start(
     if config:
         args += ["--config", str(config)]
     process = subprocess.Popen(
-        [*args, "serve", "--port", str(port)],
+        [*args, "serve", "--port", str(port), *serve_args],
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
@@ -83,3 +88,33 @@ def running(db: Path, workdir: Path, **kwargs: object) -> Iterator[Server]:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def start_worker(db: Path, workdir: Path, *, env: dict[str, str] | None = None) -> Worker:
+    """Start `sealexports worker` on `db` (exports in workdir/exports) and wait until it runs."""
+    log = workdir / f"worker-{len(list(workdir.glob('worker-*.log')))}.log"
+    full_env = {**os.environ, "SEALEXPORTS_EXPORTS_DIR": str(workdir / "exports"), **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sealexports", "--db", str(db), "worker"],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
+    )
+    deadline = time.monotonic() + 30
+    while "worker running" not in log.read_text().lower():
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("worker did not start:\n" + log.read_text())
+        time.sleep(0.05)
+    return Worker(process, log)

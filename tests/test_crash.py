@@ -6,6 +6,7 @@ every file is compared with a fresh `engine.chunks` of the job's request.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -38,7 +39,8 @@ from tests.reliability import (
 SEED = 20250405
 KILLS = 12
 KILL_DELAY = (0.05, 2.0)  # seconds after /healthz answers
-ENV = {"SEALEXPORTS_SYNC_ROW_LIMIT": "100", "SEALEXPORTS_WORKERS": "2"}
+# A short lease: after a SIGKILL, the next server takes the dead one's jobs over this soon.
+ENV = {"SEALEXPORTS_SYNC_ROW_LIMIT": "100", "SEALEXPORTS_WORKERS": "2", "SEALEXPORTS_JOB_LEASE_SECONDS": "2"}
 SLOW = {"advanced_filters": "path:not_regex:^/nowhere/"}  # SQLite calls Python's re on every row
 # Big raw exports, a slower filtered one, small raw and aggregates.
 VARIANTS = [
@@ -193,7 +195,9 @@ def test_kill_between_rename_and_commit_leaves_no_stray_file(template: Seeded, t
         )
     conn.close()
     (exports / f".{retried}.json.a1b2c3.tmp").write_bytes(b'[\n{"path": "/half')
-    (exports / ".part-140000-140001.tmp").write_bytes(b"2025-03-20,2025-03-20T10:00:00Z,newsl")
+    stray = exports / ".part-140000-140001.tmp"  # of no job, left long ago
+    stray.write_bytes(b"2025-03-20,2025-03-20T10:00:00Z,newsl")
+    os.utime(stray, (time.time() - 3600, time.time() - 3600))
     assert (exports / f"{last_try}.csv").is_file()
 
     server = live.start(db, tmp_path, env=ENV)

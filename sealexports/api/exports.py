@@ -181,9 +181,11 @@ class ExportsController(Controller):
             est = engine.estimate_within(
                 conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
             )
-            job = lifecycle.create_job(conn, services.settings, site, req, est)
+            # A small export is created claimed by this process, so no worker takes it meanwhile.
+            lease = None if est.will_use_background_job else services.queue.lease
+            job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
             poll = services.job_url(job.job_id, site.site_id, proxy.base_url(services.settings, base))
-            if est.will_use_background_job:
+            if lease is None:
                 services.queue.enqueue(job.job_id)
                 message = f"Export job created. Poll GET {poll} until it completes."
             else:
@@ -193,6 +195,7 @@ class ExportsController(Controller):
                     exports_dir,
                     services.tokens,
                     job.job_id,
+                    lease.owner,
                     deadline=deadline,
                     formula_guard=services.settings.csv_formula_guard,
                 )

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import sqlite3
+import time
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +21,7 @@ from sealexports.config import Settings
 from sealexports.errors import Conflict, LimitReached, TooLarge
 from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
+from sealexports.jobs.leases import Lease
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Site, now_iso
 
@@ -51,15 +53,18 @@ def transition(
     job_id: str,
     source: Status | tuple[Status, ...],
     target: Status,
+    *,
+    owner: str | None = None,
     **changes: Any,
 ) -> bool:
     """Move a job from `source` to `target`. Raises Conflict for a move the machine forbids;
-    returns False if the job is no longer in `source` (deleted or moved on meanwhile)."""
+    returns False if the job is no longer in `source` (deleted or moved on meanwhile) or, with
+    `owner`, no longer leased by it (taken over by another process)."""
     sources = source if isinstance(source, tuple) else (source,)
     for s in sources:
         if target not in ALLOWED[s]:
             raise Conflict(f"an export job cannot go from {s} to {target}")
-    return store.update_job(conn, job_id, sources, {"status": target.value, **changes})
+    return store.update_job(conn, job_id, sources, {"status": target.value, **changes}, owner=owner)
 
 
 def create_job(
@@ -68,9 +73,12 @@ def create_job(
     site: Site,
     req: ExportRequest,
     estimate: Estimate,
+    *,
+    claimed_by: Lease | None = None,
 ) -> store.JobRecord:
     """A pending job, if the account's plan allows its size, the files it already keeps, and
-    one more running export."""
+    one more running export; with `claimed_by`, a job already estimating under that lease (a
+    small export run at once)."""
     plan = settings.plans[site.account.plan]
     if plan.max_stored_bytes:
         _check_stored_bytes(conn, site, plan.max_stored_bytes)
@@ -84,6 +92,13 @@ def create_job(
             f"Export too large for the {site.account.plan} plan: {size}, and the plan allows at most "
             f"{plan.max_rows:,} rows per export. Narrow the date range or add filters."
         )
+    claim: dict[str, Any] = {"status": Status.PENDING.value}
+    if claimed_by is not None:
+        now = time.time()
+        claim = {
+            "status": Status.ESTIMATING.value, "attempts": 1, "started_at": now_iso(),
+            "lease_owner": claimed_by.owner, "lease_expires_at": claimed_by.until(now), "claimed_at": now,
+        }  # fmt: skip
     return store.insert_job(
         conn,
         {
@@ -95,9 +110,9 @@ def create_job(
             "date_from": req.date_from.isoformat(),
             "date_to": req.date_to.isoformat(),
             "filters": json.dumps(req.filters, separators=(",", ":")),
-            "status": Status.PENDING.value,
             "estimated_rows": estimate.estimated_rows,
             "created_at": now_iso(),
+            **claim,
         },
         max_active=plan.concurrent_exports,
     )

@@ -1,21 +1,28 @@
-"""The one huey instance (SQLite storage, a sibling file of the database), its tasks, and the
-consumer that runs them in threads inside the host process (uvicorn, `sealexports worker`).
+"""The one huey instance (SQLite storage, a sibling file of the database), its tasks, the consumer
+that runs them in threads inside the host process (uvicorn, `sealexports worker`), and the lease
+keeper that lets several such processes share one database.
 
-huey is at-most-once: a task leaves the queue before it runs. The export_jobs table is the
-truth, so `start()` first puts back every job a crash or restart left unfinished.
+huey is at-most-once (a task leaves the queue before it runs) and first-in first-out. So the
+export_jobs table is the truth and huey only rings a doorbell: a `run_export` task makes a
+worker claim the next pending job in the fair order (by account), whichever job that is. Every
+few seconds each process renews the leases of its running jobs, takes back jobs whose lease ran
+out (their process died), and rings a doorbell for pending jobs that have none.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from huey import SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from sealexports.config import Settings
+from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import expire_jobs
-from sealexports.jobs.runner import recover, run_export
+from sealexports.jobs.runner import reclaim, run_next
+from sealexports.storage import jobs as store
 from sealexports.storage.database import connect, make_private_file
 from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
@@ -37,15 +44,19 @@ class JobQueue:
     ) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.lease = Lease(float(settings.job_lease_seconds))
         self.stopping = stopping or threading.Event()  # set: running exports go back to pending
+        self._halt = threading.Event()
         make_private_file(settings.queue_path)  # pickled tasks: nobody else may read or write them
         self.huey = SqliteHuey("sealexports", filename=str(settings.queue_path), timeout=30)
         # Task names are part of the queue's stored data: keep them stable across releases.
         self._run_export = self.huey.task(name="run_export")(self._run)
         self.huey.periodic_task(crontab(minute="*"), name="expire_exports")(self.expire)
         self._consumer: EmbeddedConsumer | None = None
+        self._keeper: threading.Thread | None = None
 
     def enqueue(self, job_id: str) -> None:
+        """Ring the doorbell for a new pending job (the id only shows in huey's logs)."""
         self._run_export(job_id)
 
     def _run(self, job_id: str) -> None:
@@ -58,11 +69,11 @@ class JobQueue:
                 "narrow the date range or the filters",
                 shutdown=self.stopping,
             )
-            run_export(
+            run_next(
                 conn,
                 self.settings.exports_dir,
                 self.tokens,
-                job_id,
+                self.lease,
                 self.stopping,
                 deadline,
                 formula_guard=self.settings.csv_formula_guard,
@@ -80,29 +91,66 @@ class JobQueue:
         log.log(logging.INFO if expired else logging.DEBUG, "expiry sweep: %d export(s) expired", expired)
         return expired
 
-    def start(self) -> None:
-        """Put back unfinished jobs, then start the worker threads and the periodic scheduler."""
-        conn = connect(self.settings.database)
+    def check(self, now: float | None = None) -> list[str]:
+        """The lease keeper's round: renew this process's leases, take back lapsed jobs, and
+        ring a doorbell for every pending job beyond the doorbells already queued (an extra
+        one finds nothing to claim and costs nothing). Returns the ids taken back."""
+        now = time.time() if now is None else now
+        conn = connect(self.settings.database, migrate=False)
         try:
-            for job_id in recover(conn, self.settings.exports_dir):
-                self.enqueue(job_id)
+            store.renew_leases(conn, self.lease.owner, self.lease.until(now))
+            back = reclaim(conn, self.settings.exports_dir, now, stray_after=self.lease.seconds)
+            pending = store.pending_ids(conn)
+        finally:
+            conn.close()
+        for job_id in pending[: max(0, len(pending) - self.huey.pending_count())]:
+            self.enqueue(job_id)
+        return back
+
+    def _keep(self) -> None:
+        while not self._halt.wait(self.lease.heartbeat_seconds):
+            try:
+                self.check()
+            except Exception:  # a busy or failing disk: try again at the next round
+                log.exception("lease check failed")
+
+    def start(self, *, workers: bool = True) -> None:
+        """Take back lapsed jobs, start the lease keeper, then (with `workers`) the worker
+        threads and the periodic scheduler. Without workers, the process still keeps the leases
+        of the small exports it runs during requests."""
+        self.check()
+        conn = connect(self.settings.database, migrate=False)
+        try:
             expire_jobs(conn, self.settings.exports_dir)
         finally:
             conn.close()
         self.stopping.clear()
-        self._consumer = EmbeddedConsumer(
-            self.huey,
-            workers=self.settings.workers,
-            periodic=True,
-            initial_delay=0.05,
-            max_delay=1.0,  # huey's default of 10 s would make a new job wait that long
-            check_worker_health=False,
-        )
-        self._consumer.start()
+        self._halt.clear()
+        self._keeper = threading.Thread(target=self._keep, name="sealexports-leases", daemon=True)
+        self._keeper.start()
+        if workers:
+            self._consumer = EmbeddedConsumer(
+                self.huey,
+                workers=self.settings.workers,
+                periodic=True,
+                initial_delay=0.05,
+                max_delay=1.0,  # huey's default of 10 s would make a new job wait that long
+                check_worker_health=False,
+            )
+            self._consumer.start()
 
     def stop(self) -> None:
-        """Running exports stop at their next chunk and go back to pending; then the threads end."""
+        """Running exports stop at their next chunk and go back to pending; then the threads
+        end, and the jobs put back get doorbells, for another process (or the next start)."""
         self.stopping.set()
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
             self._consumer = None
+        self._halt.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
+        try:
+            self.check()
+        except Exception as e:  # the database is gone or failing: the next start will see to it
+            log.warning("could not check leases at shutdown: %s", e)

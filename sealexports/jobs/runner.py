@@ -1,7 +1,8 @@
 """Running one export job to its file, and putting interrupted jobs back in line.
 
-The HTTP handler (small exports) and the huey task (large ones) both call `run_export`.
-It is idempotent: a job that is not pending (deleted, running elsewhere, done) is left alone.
+The HTTP handler runs a small export it created already claimed (`run_export`); a huey task
+claims the next pending job in the fair order and runs it (`run_next`). A job is written to only
+under its lease: one deleted, or taken over by another process, is left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sealexports import logs, metrics
 from sealexports.errors import Cancelled, Interrupted, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
+from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import RUNNING, Status, remove_file, transition
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import now_iso
@@ -45,23 +47,59 @@ def request_for(job: store.JobRecord, *, formula_guard: bool = True) -> ExportRe
     )
 
 
+def run_next(
+    conn: sqlite3.Connection,
+    exports_dir: Path,
+    tokens: DownloadTokens,
+    lease: Lease,
+    stopping: threading.Event | None = None,
+    deadline: Deadline | None = None,
+    *,
+    formula_guard: bool = True,
+) -> str | None:
+    """Claim the next pending job in the fair order (see `store.claim_next`) and run it; its id,
+    or None if no job was waiting."""
+    now = time.time()
+    job = store.claim_next(conn, lease.owner, now, lease.until(now))
+    if job is None:
+        return None
+    _logged_run(conn, exports_dir, tokens, job, lease.owner, stopping, deadline, formula_guard)
+    return job.job_id
+
+
 def run_export(
     conn: sqlite3.Connection,
     exports_dir: Path,
     tokens: DownloadTokens,
     job_id: str,
+    owner: str,
     stopping: threading.Event | None = None,
     deadline: Deadline | None = None,
     *,
     formula_guard: bool = True,
 ) -> None:
-    """`deadline` bounds the whole run: past it the job fails and leaves no file; if its `stop`
-    is set (a shutdown, a client that hung up) the job goes back to pending."""
+    """Run a job that `owner` has claimed already (a small export is created claimed, and runs
+    during its request); a job not estimating under that lease is left alone. `deadline` bounds
+    the whole run: past it the job fails and leaves no file; if its `stop` is set (a shutdown, a
+    client that hung up) the job goes back to pending."""
     job = store.find_job(conn, job_id)
-    if job is None or job.status != Status.PENDING:
+    if job is None or job.status != Status.ESTIMATING or job.lease_owner != owner:
         return
-    with logs.context(job_id=job_id, site=job.site_id, type=job.export_type):
-        _run(conn, exports_dir, tokens, job, stopping, deadline, formula_guard)
+    _logged_run(conn, exports_dir, tokens, job, owner, stopping, deadline, formula_guard)
+
+
+def _logged_run(
+    conn: sqlite3.Connection,
+    exports_dir: Path,
+    tokens: DownloadTokens,
+    job: store.JobRecord,
+    owner: str,
+    stopping: threading.Event | None,
+    deadline: Deadline | None,
+    formula_guard: bool,
+) -> None:
+    with logs.context(job_id=job.job_id, site=job.site_id, type=job.export_type):
+        _run(conn, exports_dir, tokens, job, owner, stopping, deadline, formula_guard)
 
 
 def _run(
@@ -69,18 +107,16 @@ def _run(
     exports_dir: Path,
     tokens: DownloadTokens,
     job: store.JobRecord,
+    owner: str,
     stopping: threading.Event | None,
     deadline: Deadline | None,
     formula_guard: bool,
 ) -> None:
     job_id = job.job_id
-    if not transition(
-        conn, job_id, Status.PENDING, Status.ESTIMATING, attempts=job.attempts + 1, started_at=now_iso()
-    ):
-        return
-    log.info("export started (%s, attempt %d)", job.format, job.attempts + 1)
+    log.info("export started (%s, attempt %d)", job.format, job.attempts)
     started = time.monotonic()
     dest = exports_dir / f"{job_id}.{job.format}"
+    released = {"lease_owner": None, "lease_expires_at": None}
     if deadline is None:
         deadline = Deadline(float("inf"), "", shutdown=stopping)
     try:
@@ -88,7 +124,9 @@ def _run(
         req = request_for(job, formula_guard=formula_guard)
         with deadline.running(conn):
             total = engine.count_estimate(conn, req)
-        if not transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, estimated_rows=total):
+        if not transition(
+            conn, job_id, Status.ESTIMATING, Status.GENERATING, owner=owner, estimated_rows=total
+        ):
             return
         shown = [0]
         # The export's open cursor pins a read snapshot on `conn` until its last row. On `conn`,
@@ -107,7 +145,8 @@ def _run(
             if stopping is not None and stopping.is_set():
                 raise _Stopping
             deadline.check()
-            return store.job_status(side, job_id) != Status.GENERATING
+            # Deleted, or taken over by another process after this one's lease ran out.
+            return not store.holds_lease(side, job_id, Status.GENERATING, owner)
 
         try:
             with deadline.running(conn):
@@ -118,12 +157,15 @@ def _run(
         log.info("export deleted while generating")  # write_file left no file
         return
     except (_Stopping, Interrupted):
-        transition(conn, job_id, RUNNING, Status.PENDING, progress_percent=0)
+        transition(conn, job_id, RUNNING, Status.PENDING, owner=owner, progress_percent=0, **released)
         log.info("export stopped by shutdown: back to pending")
         return
     except Exception as e:
         message = _failure(e)
-        transition(conn, job_id, RUNNING, Status.FAILED, error_message=message, completed_at=now_iso())
+        transition(
+            conn, job_id, RUNNING, Status.FAILED, owner=owner,
+            error_message=message, completed_at=now_iso(), **released,
+        )  # fmt: skip
         log.warning("export failed: %s", message)
         metrics.export_failed(job.export_type)
         return
@@ -134,6 +176,8 @@ def _run(
         job_id,
         Status.GENERATING,
         Status.COMPLETED,
+        owner=owner,
+        **released,
         actual_rows=info.rows,
         file_size_bytes=info.size_bytes,
         sha256=info.sha256,
@@ -143,8 +187,9 @@ def _run(
         completed_at=completed.strftime("%Y-%m-%dT%H:%M:%SZ"),
         download_expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    if not done:  # deleted between the last chunk and now
-        dest.unlink(missing_ok=True)
+    if not done:  # deleted (or taken over after a lapsed lease) between the last chunk and now
+        if store.find_job(conn, job_id) is None:
+            dest.unlink(missing_ok=True)
         return
     seconds = time.monotonic() - started
     metrics.export_done(job.export_type, job.format, info.rows, info.size_bytes, seconds)
@@ -160,20 +205,40 @@ def _failure(e: Exception) -> str:
     return f"internal error while generating the export ({type(e).__name__})"
 
 
-def recover(conn: sqlite3.Connection, exports_dir: Path) -> list[str]:
-    """After a crash or restart: running jobs go back to pending (or fail after MAX_ATTEMPTS),
-    stray temporary files go, and the ids of all pending jobs come back to be enqueued."""
-    for job in store.jobs_in(conn, RUNNING):
+def reclaim(conn: sqlite3.Connection, exports_dir: Path, now: float, stray_after: float) -> list[str]:
+    """Take back the jobs whose lease has run out (their process died, or hung past its lease):
+    their temporary files go, then they go back to pending (or fail after MAX_ATTEMPTS). Jobs
+    leased by a live process are left alone, and so are their files. Temporary files of no
+    running job, older than `stray_after` seconds, go too. Returns the ids put back to pending."""
+    back: list[str] = []
+    for job in store.lapsed_jobs(conn, now):
+        if exports_dir.is_dir():
+            for tmp in exports_dir.glob(f".{job.job_id}.*.tmp"):
+                remove_file(tmp)
         if job.attempts >= MAX_ATTEMPTS:
-            transition(
-                conn, job.job_id, RUNNING, Status.FAILED, completed_at=now_iso(),
-                error_message=f"the export was interrupted {job.attempts} times; giving up",
+            failed = store.requeue_lapsed(
+                conn, job.job_id, now,
+                {"status": Status.FAILED.value, "completed_at": now_iso(),
+                 "error_message": f"the export was interrupted {job.attempts} times; giving up"},
             )  # fmt: skip
-            # A kill between the file's rename and the `completed` commit leaves a whole file.
-            remove_file(exports_dir / f"{job.job_id}.{job.format}")
-        else:
-            transition(conn, job.job_id, RUNNING, Status.PENDING, progress_percent=0)
+            if failed:  # a kill between the file's rename and the `completed` commit leaves a whole file
+                remove_file(exports_dir / f"{job.job_id}.{job.format}")
+        elif store.requeue_lapsed(
+            conn, job.job_id, now, {"status": Status.PENDING.value, "progress_percent": 0}
+        ):
+            log.warning("export job %s: lease of %s ran out; back to pending", job.job_id, job.lease_owner)
+            back.append(job.job_id)
     if exports_dir.is_dir():
+        leased = store.leased_job_ids(conn, now)
         for tmp in exports_dir.glob(".*.tmp"):
-            remove_file(tmp)
-    return [job.job_id for job in store.jobs_in(conn, [Status.PENDING])]
+            owner = tmp.name[1:].split(".", 1)[0]
+            if owner not in leased and _age(tmp, now) > stray_after:
+                remove_file(tmp)
+    return back
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 from sealexports.errors import LimitReached, NotFound
 from sealexports.storage.database import transaction
 
 ACTIVE = ("pending", "estimating", "generating")
+RUNNING = ("estimating", "generating")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class JobRecord:
     started_at: str | None
     completed_at: str | None
     created_at: str
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None  # POSIX seconds
+    claimed_at: float | None = None  # POSIX seconds
 
 
 _COLUMNS = ", ".join(f.name for f in fields(JobRecord))
@@ -106,16 +111,23 @@ def list_jobs(
 
 
 def update_job(
-    conn: sqlite3.Connection, job_id: str, from_status: Iterable[str], changes: dict[str, Any]
+    conn: sqlite3.Connection,
+    job_id: str,
+    from_status: Iterable[str],
+    changes: dict[str, Any],
+    *,
+    owner: str | None = None,
 ) -> bool:
-    """Apply `changes` only if the job is still in one of `from_status`; True if it was."""
+    """Apply `changes` only if the job is still in one of `from_status` (and, with `owner`,
+    still leased by it); True if it was."""
     allowed = tuple(from_status)
     sets = ", ".join(f"{k} = ?" for k in changes)
     marks = ", ".join("?" * len(allowed))
+    leased = "" if owner is None else " AND lease_owner = ?"
     with transaction(conn):
         cur = conn.execute(
-            f"UPDATE export_jobs SET {sets} WHERE job_id = ? AND status IN ({marks})",
-            [*changes.values(), job_id, *allowed],
+            f"UPDATE export_jobs SET {sets} WHERE job_id = ? AND status IN ({marks}){leased}",
+            [*changes.values(), job_id, *allowed, *([] if owner is None else [owner])],
         )
     return cur.rowcount == 1
 
@@ -127,6 +139,86 @@ def set_progress(conn: sqlite3.Connection, job_id: str, percent: int) -> bool:
         [percent, job_id],
     )
     return cur.rowcount == 1
+
+
+# The fair order: accounts with the fewest running jobs first, then the account whose last claim
+# is the oldest (never claimed first), then the oldest job. So one account's long queue cannot
+# hold back another account's single job.
+_FAIR_NEXT = f"""
+    SELECT j.job_id FROM export_jobs j
+    LEFT JOIN (
+        SELECT account_id, SUM(status IN {RUNNING}) AS running, MAX(claimed_at) AS last_claim
+        FROM export_jobs
+        WHERE account_id IN (SELECT account_id FROM export_jobs WHERE status = 'pending')
+        GROUP BY account_id
+    ) a ON a.account_id = j.account_id
+    WHERE j.status = 'pending'
+    ORDER BY ifnull(a.running, 0), ifnull(a.last_claim, 0), j.id
+    LIMIT 1"""
+
+
+def claim_next(conn: sqlite3.Connection, owner: str, now: float, lease_until: float) -> JobRecord | None:
+    """Take the next pending job in the fair order: it becomes `estimating`, leased by `owner`
+    until `lease_until`. One write transaction, so two processes never take the same job."""
+    with transaction(conn):
+        row = conn.execute(_FAIR_NEXT).fetchone()
+        if row is None:
+            return None
+        conn.execute(
+            "UPDATE export_jobs SET status = 'estimating', attempts = attempts + 1, started_at = ?, "
+            "lease_owner = ?, lease_expires_at = ?, claimed_at = ? WHERE job_id = ?",
+            [_iso(now), owner, lease_until, now, row[0]],
+        )
+    return get_job(conn, row[0])
+
+
+def renew_leases(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
+    """The heartbeat: every running job of `owner` is leased until `lease_until`."""
+    with transaction(conn):
+        cur = conn.execute(
+            f"UPDATE export_jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status IN {RUNNING}",
+            [lease_until, owner],
+        )
+    return cur.rowcount
+
+
+def lapsed_jobs(conn: sqlite3.Connection, now: float) -> list[JobRecord]:
+    """Running jobs whose lease has run out (or that have none: left by an older version)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM export_jobs WHERE status IN {RUNNING} "
+        "AND (lease_expires_at IS NULL OR lease_expires_at < ?) ORDER BY id",
+        [now],
+    )
+    return [JobRecord(*r) for r in rows]
+
+
+def leased_job_ids(conn: sqlite3.Connection, now: float) -> set[str]:
+    """Running jobs whose lease still holds."""
+    rows = conn.execute(
+        f"SELECT job_id FROM export_jobs WHERE status IN {RUNNING} AND lease_expires_at >= ?", [now]
+    )
+    return {r[0] for r in rows}
+
+
+def requeue_lapsed(conn: sqlite3.Connection, job_id: str, now: float, changes: dict[str, Any]) -> bool:
+    """Apply `changes` to a running job only if its lease has still run out (no heartbeat came
+    meanwhile); the lease is dropped."""
+    with transaction(conn):
+        cur = conn.execute(
+            f"UPDATE export_jobs SET {', '.join(f'{k} = ?' for k in changes)}, lease_owner = NULL, "
+            f"lease_expires_at = NULL WHERE job_id = ? AND status IN {RUNNING} "
+            "AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+            [*changes.values(), job_id, now],
+        )
+    return cur.rowcount == 1
+
+
+def pending_ids(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT job_id FROM export_jobs WHERE status = 'pending' ORDER BY id")]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def delete_job(conn: sqlite3.Connection, job_id: str) -> None:
@@ -147,6 +239,15 @@ def expired_jobs(conn: sqlite3.Connection, now: str) -> list[JobRecord]:
         [now],
     )
     return [JobRecord(*r) for r in rows]
+
+
+def holds_lease(conn: sqlite3.Connection, job_id: str, status: str, owner: str) -> bool:
+    """The job is still in `status` and leased by `owner`."""
+    row = conn.execute(
+        "SELECT 1 FROM export_jobs WHERE job_id = ? AND status = ? AND lease_owner = ?",
+        [job_id, status, owner],
+    ).fetchone()
+    return row is not None
 
 
 def job_status(conn: sqlite3.Connection, job_id: str) -> str | None:

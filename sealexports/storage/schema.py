@@ -302,3 +302,13 @@ def m007_visit_days(db: sqlite_utils.Database) -> None:
             WHERE p.day <> v.day GROUP BY p.site_id, p.day, p.visit_id
         """,
     )
+
+
+@migrations()
+def m008_job_leases(db: sqlite_utils.Database) -> None:
+    """A running job is leased by one process (`lease_owner`) until `lease_expires_at` (POSIX
+    seconds), renewed while it runs: other processes on the same database take it over only once
+    the lease has run out. `claimed_at` (POSIX seconds) orders the fair claim between accounts."""
+    db.execute("ALTER TABLE export_jobs ADD COLUMN lease_owner TEXT")
+    db.execute("ALTER TABLE export_jobs ADD COLUMN lease_expires_at REAL")
+    db.execute("ALTER TABLE export_jobs ADD COLUMN claimed_at REAL")
