@@ -103,3 +103,9 @@ class InvalidEvents(InvalidRequest):
         self.errors = errors
         self.count = count
         self.detail = [{"line": line, "field": f, "message": m} for line, f, m in errors]
+
+
+class SchemaOutdated(SealExportsError):
+    """The database was made by an older version: `sealexports migrate` brings it up to date."""
+
+    code = "schema_outdated"

@@ -190,9 +190,17 @@ def sites_table(db: Path) -> list[list[str]]:
     return parse_table(result.stdout)
 
 
-def test_sites_create_and_list(db_path: Path) -> None:
+@pytest.fixture
+def db(db_path: Path) -> Path:
+    """A new database made by `init` (the only commands that create one: init, migrate, seed,
+    serve --demo)."""
+    assert run(db_path, "init").exit_code == 0
+    return db_path
+
+
+def test_sites_create_and_list(db: Path) -> None:
     result = run(
-        db_path,
+        db,
         "sites",
         "create",
         "shop",
@@ -205,30 +213,30 @@ def test_sites_create_and_list(db_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "shop" in result.stdout and "acme" in result.stdout and "Europe/Madrid" in result.stdout
-    result = run(db_path, "sites", "create", "blog", "--account", "acme", "--name", "TheBlog")
+    result = run(db, "sites", "create", "blog", "--account", "acme", "--name", "TheBlog")
     assert result.exit_code == 0, result.output
-    result = run(db_path, "sites", "create", "solo")
+    result = run(db, "sites", "create", "solo")
     assert result.exit_code == 0, result.output
-    assert sites_table(db_path) == [
+    assert sites_table(db) == [
         ["site_id", "name", "account", "plan", "timezone"],
         ["blog", "TheBlog", "acme", "pro", "UTC"],
         ["shop", "shop", "acme", "pro", "Europe/Madrid"],
         ["solo", "solo", "solo", "free", "UTC"],
     ]
-    conn = connect(db_path)
+    conn = connect(db)
     assert accounts.get_site(conn, "blog").account == accounts.get_site(conn, "shop").account
     assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 2
     conn.close()
 
 
-def test_plan_given_for_an_existing_account_changes_it(db_path: Path) -> None:
-    run(db_path, "sites", "create", "a", "--account", "acme")
-    run(db_path, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
-    assert [row[3] for row in sites_table(db_path)[1:]] == ["enterprise", "enterprise"]
+def test_plan_given_for_an_existing_account_changes_it(db: Path) -> None:
+    run(db, "sites", "create", "a", "--account", "acme")
+    run(db, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
+    assert [row[3] for row in sites_table(db)[1:]] == ["enterprise", "enterprise"]
 
 
-def test_sites_list_on_an_empty_database(db_path: Path) -> None:
-    assert sites_table(db_path) == [["site_id", "name", "account", "plan", "timezone"]]
+def test_sites_list_on_an_empty_database(db: Path) -> None:
+    assert sites_table(db) == [["site_id", "name", "account", "plan", "timezone"]]
 
 
 @pytest.mark.parametrize(
@@ -244,34 +252,34 @@ def test_sites_list_on_an_empty_database(db_path: Path) -> None:
         (["new", "--plan", "gold"], "'gold'"),
     ],
 )
-def test_bad_site_create_is_one_error_line(db_path: Path, args: list[str], expected: str | None) -> None:
-    assert run(db_path, "sites", "create", "shop").exit_code == 0
-    before = sites_table(db_path)
-    assert_error(run(db_path, "sites", "create", *args), *([expected] if expected else []))
-    assert sites_table(db_path) == before
+def test_bad_site_create_is_one_error_line(db: Path, args: list[str], expected: str | None) -> None:
+    assert run(db, "sites", "create", "shop").exit_code == 0
+    before = sites_table(db)
+    assert_error(run(db, "sites", "create", *args), *([expected] if expected else []))
+    assert sites_table(db) == before
 
 
 # --- keys ---------------------------------------------------------------------------------------
 
 
-def test_keys_create_prints_only_the_key(db_path: Path) -> None:
-    run(db_path, "sites", "create", "shop", "--account", "acme")
-    result = run(db_path, "keys", "create", "--site", "shop", "--name", "ci")
+def test_keys_create_prints_only_the_key(db: Path) -> None:
+    run(db, "sites", "create", "shop", "--account", "acme")
+    result = run(db, "keys", "create", "--site", "shop", "--name", "ci")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     key = lines[0]
     assert key.startswith("sm_") and key == key.strip() and len(key) > 40
     assert result.stderr == ""
-    conn = connect(db_path)
+    conn = connect(db)
     assert accounts.authenticate(conn, key).name == "acme"
     conn.close()
 
 
-def test_keys_list_shows_the_prefix_never_the_key(db_path: Path) -> None:
-    run(db_path, "sites", "create", "shop", "--account", "acme")
-    key = run(db_path, "keys", "create", "--site", "shop", "--name", "ci").stdout.strip()
-    result = run(db_path, "keys", "list")
+def test_keys_list_shows_the_prefix_never_the_key(db: Path) -> None:
+    run(db, "sites", "create", "shop", "--account", "acme")
+    key = run(db, "keys", "create", "--site", "shop", "--name", "ci").stdout.strip()
+    result = run(db, "keys", "list")
     assert result.exit_code == 0, result.output
     assert key not in result.stdout
     table = parse_table(result.stdout)
@@ -280,8 +288,8 @@ def test_keys_list_shows_the_prefix_never_the_key(db_path: Path) -> None:
     assert table[1][:5] == [key[: accounts.KEY_PREFIX_LEN], "acme", "shop", "read", "ci"]
     assert len(table) == 2
     # An account-wide key shows * for its site.
-    run(db_path, "keys", "create", "--account", "acme", "--name", "all")
-    assert parse_table(run(db_path, "keys", "list").stdout)[2][1:5] == ["acme", "*", "read", "all"]
+    run(db, "keys", "create", "--account", "acme", "--name", "all")
+    assert parse_table(run(db, "keys", "list").stdout)[2][1:5] == ["acme", "*", "read", "all"]
 
 
 @pytest.mark.parametrize(
@@ -293,34 +301,34 @@ def test_keys_list_shows_the_prefix_never_the_key(db_path: Path) -> None:
         (["--site", "nowhere"], "site 'nowhere' not found"),
     ],
 )
-def test_keys_create_needs_one_site_or_one_account(db_path: Path, args: list[str], message: str) -> None:
-    run(db_path, "sites", "create", "shop", "--account", "acme")
-    result = run(db_path, "keys", "create", *args)
+def test_keys_create_needs_one_site_or_one_account(db: Path, args: list[str], message: str) -> None:
+    run(db, "sites", "create", "shop", "--account", "acme")
+    result = run(db, "keys", "create", *args)
     assert result.exit_code != 0 and message in result.stderr, result.output
     assert result.stdout == ""
-    assert len(parse_table(run(db_path, "keys", "list").stdout)) == 1  # no key was made
+    assert len(parse_table(run(db, "keys", "list").stdout)) == 1  # no key was made
 
 
-def test_keys_revoke(db_path: Path) -> None:
-    run(db_path, "sites", "create", "shop")
-    key = run(db_path, "keys", "create", "--site", "shop").stdout.strip()
-    kept = run(db_path, "keys", "create", "--site", "shop").stdout.strip()
+def test_keys_revoke(db: Path) -> None:
+    run(db, "sites", "create", "shop")
+    key = run(db, "keys", "create", "--site", "shop").stdout.strip()
+    kept = run(db, "keys", "create", "--site", "shop").stdout.strip()
     prefix = key[: accounts.KEY_PREFIX_LEN]
-    result = run(db_path, "keys", "revoke", prefix)
+    result = run(db, "keys", "revoke", prefix)
     assert result.exit_code == 0, result.output
     assert prefix in result.stdout
-    rows = {row[0]: row for row in parse_table(run(db_path, "keys", "list").stdout)[1:]}
+    rows = {row[0]: row for row in parse_table(run(db, "keys", "list").stdout)[1:]}
     # Non-empty cells: prefix, account, site, scope, created_at [, revoked_at] (no name, never used).
     assert len(rows[prefix]) == 6
     assert rows[prefix][5].startswith("20")
     assert len(rows[kept[: accounts.KEY_PREFIX_LEN]]) == 5
-    conn = connect(db_path)
+    conn = connect(db)
     with pytest.raises(Unauthorized):
         accounts.authenticate(conn, key)
     assert accounts.authenticate(conn, kept).name == "shop"
     conn.close()
     # Revoking again: there is no active key with that prefix.
-    assert_error(run(db_path, "keys", "revoke", prefix), prefix)
+    assert_error(run(db, "keys", "revoke", prefix), prefix)
 
 
 @pytest.mark.parametrize(
@@ -331,10 +339,10 @@ def test_keys_revoke(db_path: Path) -> None:
         (["create"], "--site"),
     ],
 )
-def test_bad_keys_commands_are_one_error_line(db_path: Path, args: list[str], expected: str) -> None:
-    run(db_path, "sites", "create", "shop")
-    assert_error(run(db_path, "keys", *args), expected)
-    assert parse_table(run(db_path, "keys", "list").stdout)[1:] == []
+def test_bad_keys_commands_are_one_error_line(db: Path, args: list[str], expected: str) -> None:
+    run(db, "sites", "create", "shop")
+    assert_error(run(db, "keys", *args), expected)
+    assert parse_table(run(db, "keys", "list").stdout)[1:] == []
 
 
 # --- seed ---------------------------------------------------------------------------------------
@@ -383,12 +391,12 @@ def test_seed_twice_needs_replace(tmp_path: Path, seeded: Path) -> None:
     assert len(analytics(db)["visits"]) == 50
 
 
-def test_seed_another_site_is_utc_and_reports_on_stderr(db_path: Path) -> None:
-    result = run(db_path, "seed", "--site", "blog", "--days", "2", "--visits", "20", "--end", "2025-01-02")
+def test_seed_another_site_is_utc_and_reports_on_stderr(db: Path) -> None:
+    result = run(db, "seed", "--site", "blog", "--days", "2", "--visits", "20", "--end", "2025-01-02")
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "Seeded blog: 20 visits" in result.stderr
-    conn = connect(db_path)
+    conn = connect(db)
     assert accounts.get_site(conn, "blog").timezone == "UTC"
     conn.close()
 
@@ -403,9 +411,9 @@ def test_seed_another_site_is_utc_and_reports_on_stderr(db_path: Path) -> None:
         (["--visits", "many"], "--visits"),
     ],
 )
-def test_bad_seed_is_one_error_line(db_path: Path, args: list[str], expected: str) -> None:
-    assert_error(run(db_path, "seed", "--silent", *args), expected)
-    conn = connect(db_path)
+def test_bad_seed_is_one_error_line(db: Path, args: list[str], expected: str) -> None:
+    assert_error(run(db, "seed", "--silent", *args), expected)
+    conn = connect(db)
     assert conn.execute("SELECT count(*) FROM visits").fetchone()[0] == 0
     conn.close()
 

@@ -193,6 +193,7 @@ def count(db: Path, table: str) -> int:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "sealexports.db"
+    assert run(path, "init").exit_code == 0
     assert run(path, "sites", "create", "shop", "--timezone", "Europe/Madrid").exit_code == 0
     return path
 
@@ -221,6 +222,7 @@ def export_csv(db: Path, export_type: str, filters: dict[str, Any] | None = None
 def hand_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hand")
     path = folder / "hand.db"
+    run(path, "init")
     run(path, "sites", "create", "shop", "--timezone", "Europe/Madrid")
     result = run(path, "import", str(write(folder / "hand.ndjson", HAND)), "--site", "shop", "--silent")
     assert result.exit_code == 0, result.output
@@ -670,6 +672,7 @@ def as_csv(events: list[dict[str, Any]]) -> str:
 
 def test_csv_imports_the_same_as_ndjson(hand_db: Path, tmp_path: Path) -> None:
     path = tmp_path / "csv.db"
+    run(path, "init")
     run(path, "sites", "create", "shop", "--timezone", "Europe/Madrid")
     (tmp_path / "hand.csv").write_text(as_csv(HAND))
     result = run(path, "import", str(tmp_path / "hand.csv"), "--site", "shop", "--silent")

@@ -32,7 +32,9 @@ from sealexports.api.ui import routers as ui_routers
 from sealexports.config import Settings
 from sealexports.errors import ConfigError, Unavailable
 from sealexports.jobs.queue import JobQueue
+from sealexports.storage.backup import checkpoint
 from sealexports.storage.database import ConnectionPerThread, connect, make_private_dir, secret_key
+from sealexports.storage.upgrades import migrate
 from sealexports.tokens import DownloadTokens
 
 MAX_BODY_BYTES = 64 * 1024
@@ -57,14 +59,16 @@ def healthz(services: NamedDependency[Services]) -> HealthOut:
 def create_app(
     settings: Settings, *, run_workers: bool | None = None, stopping: threading.Event | None = None
 ) -> Litestar:
-    """Build the app. Migrates the database first. The huey consumer starts with the app
-    (in its worker threads) unless `run_workers` is False or `settings.workers` is 0.
+    """Build the app. Migrates the database first (backing up an existing one). The huey
+    consumer starts with the app (in its worker threads) unless `run_workers` is False or
+    `settings.workers` is 0; the lease keeper always does.
     Setting `stopping` (the server does it on SIGTERM) stops every running query at once:
     requests answer 503, background exports go back to pending."""
     configured = settings.configured_secret()  # a bad secret_key_file stops here, before any write
     make_private_dir(settings.exports_dir)
-    conn = connect(settings.database)
+    conn = connect(settings.database, migrate=False)
     try:
+        migrate(conn, settings.database)
         secret = configured or secret_key(conn)
     finally:
         conn.close()
@@ -76,14 +80,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if start_workers:
-            await anyio.to_thread.run_sync(services.queue.start)
+        await anyio.to_thread.run_sync(lambda: services.queue.start(workers=start_workers))
         try:
             yield
         finally:
-            if start_workers:
-                await anyio.to_thread.run_sync(services.queue.stop)
+            await anyio.to_thread.run_sync(services.queue.stop)
             services.db.close_all()
+            # The database file alone then holds every commit (a copy of it is whole).
+            await anyio.to_thread.run_sync(checkpoint, settings.database)
 
     handlers: list[Any] = [ExportsController, EventsController, SitesController, healthz, *ui_routers()]
     if settings.metrics_token:

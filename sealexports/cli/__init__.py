@@ -19,6 +19,7 @@ from sealexports import __version__
 from sealexports.config import Settings, load_settings
 from sealexports.errors import SealExportsError
 from sealexports.storage.database import connect
+from sealexports.storage.upgrades import Upgrade, migrate, require_current
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -31,9 +32,46 @@ class State:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The existing database, at the current schema: a missing file (a mistyped --db) or an
+        outdated schema is an error, never a new empty database or a silent migration."""
         if self._conn is None:
-            self._conn = connect(self.settings.database)
+            conn = self.existing()
+            try:
+                require_current(conn, self.settings.database)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
+
+    def existing(self) -> sqlite3.Connection:
+        """The existing database as it is (any schema)."""
+        path = self.settings.database
+        if not path.is_file():
+            raise click.ClickException(
+                f"database {path} does not exist (check --db, or create it with `sealexports init`)"
+            )
+        return connect(path, migrate=False)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def set_up(self) -> Upgrade:
+        """Create the database if missing, and migrate it (an existing one is backed up first).
+        Only `init`, `migrate`, `seed` and `serve` do this."""
+        path = self.settings.database
+        conn = connect(path, migrate=False)
+        try:
+            upgrade = migrate(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        if upgrade.backup is not None:
+            click.echo(f"Backed up {path} to {upgrade.backup} before migrating.", err=True)
+        self._conn = conn
+        return upgrade
 
 
 pass_state = click.make_pass_decorator(State)
@@ -94,7 +132,7 @@ def init(state: State) -> None:
     Example:
         sealexports --db /var/lib/sealexports/sealexports.db init
     """
-    state.conn  # noqa: B018 (connecting migrates)
+    state.set_up()
     click.echo(f"Database ready: {state.settings.database}")
 
 
@@ -124,4 +162,4 @@ def main() -> None:
 
 
 # Registering the commands on the group (they import it from here).
-from sealexports.cli import data, service, sites  # noqa: E402, F401
+from sealexports.cli import data, maintenance, service, sites  # noqa: E402, F401

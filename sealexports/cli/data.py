@@ -49,7 +49,7 @@ def seed(
     replace: bool,
     silent: bool,
 ) -> None:
-    """Fill a site with deterministic demo traffic (creates the site if needed).
+    """Fill a site with deterministic demo traffic (creates the site, and the database, if needed).
 
     The `demo` site is created in Europe/Madrid, so day boundaries follow DST.
 
@@ -61,6 +61,7 @@ def seed(
     from sealexports.storage.events import delete_site_data, insert_visits, site_has_data
 
     end = parse_date(end_, "--end") if end_ else datetime.now(UTC).date()
+    state.set_up()  # seed may create the database
     conn = state.conn
     try:
         target = accounts.get_site(conn, site)

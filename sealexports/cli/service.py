@@ -46,8 +46,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 20
 def serve(state: State, host: str | None, port: int | None, demo_mode: bool, log_level: str | None) -> None:
     """Run the HTTP API, with background export workers in the same process.
 
-    Migrates the database first. Ctrl-C or SIGTERM stops cleanly: running exports go back
-    to the queue and run again at the next start.
+    Migrates the database first (backing it up beside itself when a migration is pending);
+    only `--demo` creates a missing one. Ctrl-C or SIGTERM stops cleanly: running exports go back
+    to the queue, for another process or the next start.
 
     \b
     Example:
@@ -57,10 +58,14 @@ def serve(state: State, host: str | None, port: int | None, demo_mode: bool, log
     from sealexports.api.app import create_app
     from sealexports.api.proxy import link_warnings
 
+    if not demo_mode:
+        state.existing().close()  # a mistyped --db is an error; `serve --demo` creates one
+    state.set_up()
     settings = state.settings.replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
     level = log_level or settings.log_level
     logs.configure(level, settings.log_format)
     demo_key = _prepare_demo(state) if demo_mode else None
+    state.close()  # the app opens its own connections; an open one would hold the WAL back at exit
     stopping = threading.Event()
     app = create_app(settings, stopping=stopping)
     for warning in link_warnings(settings):
@@ -144,8 +149,9 @@ def _demo_banner(settings: Settings, key: str) -> str:
 def worker(state: State, log_level: str | None) -> None:
     """Run the background export workers on their own, until Ctrl-C or SIGTERM.
 
-    For deployments that set `workers = 0` so that `serve` runs no workers itself.
-    Run one worker process at most: it puts back jobs left unfinished when it starts.
+    Any number of worker processes (and `serve`) can share one database: each job is leased
+    by the process running it, and taken over by another one only once its lease has run out
+    (`job_lease_seconds`), e.g. after a crash. With `workers = 0`, `serve` runs none itself.
 
     \b
     Example:
@@ -155,6 +161,7 @@ def worker(state: State, log_level: str | None) -> None:
     import threading
 
     from sealexports.jobs.queue import JobQueue
+    from sealexports.storage.backup import checkpoint
     from sealexports.storage.database import secret_key
     from sealexports.tokens import DownloadTokens
 
@@ -172,3 +179,5 @@ def worker(state: State, log_level: str | None) -> None:
     done.wait()
     log.info("stopping: running exports go back to the queue")
     queue.stop()
+    state.close()
+    checkpoint(settings.database)
