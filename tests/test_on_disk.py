@@ -137,6 +137,7 @@ def test_a_bad_secret_key_file_is_one_clear_error(
     settings = Settings(database=tmp_path / "db", secret_key_file=str(secret_file))
     with pytest.raises(ConfigError, match=message):
         settings.configured_secret()
+    assert CliRunner().invoke(cli, ["--db", str(tmp_path / "db"), "init"]).exit_code == 0  # serve needs one
     for command in (["serve"], ["worker"]):
         env = {"SEALEXPORTS_SECRET_KEY_FILE": str(secret_file)}
         result = CliRunner().invoke(cli, ["--db", str(tmp_path / "db"), *command], env=env)
