@@ -188,18 +188,22 @@ class ExportsController(Controller):
             if lease is None:
                 services.queue.enqueue(job.job_id)
                 message = f"Export job created. Poll GET {poll} until it completes."
-            else:
-                exports_dir = services.settings.exports_dir
-                run_export(
-                    conn,
-                    exports_dir,
-                    services.tokens,
-                    job.job_id,
-                    lease.owner,
-                    deadline=deadline,
-                    formula_guard=services.settings.csv_formula_guard,
+                # The job as created (pending): a worker may have claimed it already, any worker
+                # on any doorbell, and the answer should not depend on that race.
+                return CreateOut(
+                    job=job_out(services, job, request), estimate=_estimate_out(est), message=message
                 )
-                message = "Export completed. Ready for download."
+            exports_dir = services.settings.exports_dir
+            run_export(
+                conn,
+                exports_dir,
+                services.tokens,
+                job.job_id,
+                lease.owner,
+                deadline=deadline,
+                formula_guard=services.settings.csv_formula_guard,
+            )
+            message = "Export completed. Ready for download."
             job = store.get_job(conn, job.job_id)
             if job.status == lifecycle.Status.PENDING:  # stopped by a disconnect or a shutdown
                 services.queue.enqueue(job.job_id)
