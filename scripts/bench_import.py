@@ -92,6 +92,7 @@ def measure(file: Path, n: int, work: Path) -> dict[str, Any]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     se = str(BIN / "sealexports")
+    subprocess.run([se, "--db", str(ours_db), "init"], check=True, capture_output=True)
     subprocess.run([se, "--db", str(ours_db), "sites", "create", "bench", "--timezone", "Europe/Madrid"],
                    check=True, capture_output=True)  # fmt: skip
     ours = run([se, "--db", str(ours_db), "import", str(file), "--site", "bench", "--silent"])
