@@ -24,7 +24,7 @@ from tests import live
 from tests.conftest import DemoDB, say
 from tests.reliability import all_jobs, body, post_export, wait_settled
 
-LATEST = "m007_job_leases"  # the newest migration: an "old" database stops before it
+LATEST = "m008_job_leases"  # an "old" database is one from before this migration
 
 
 @pytest.fixture(autouse=True)
