@@ -46,7 +46,10 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     # What is found at run time by name, not by import: it must be inside, not on the host.
-    for part in ("ua_parser_rs/ua_parser_rs.abi3.so", "tzdata/zoneinfo/Europe/Madrid", "ua_parser_builtins"):
+    for part in (
+        "ua_parser_rs/ua_parser_rs.abi3.so", "tzdata/zoneinfo/Europe/Madrid", "ua_parser_builtins",
+        "pycountry/databases/iso3166-1.json",
+    ):  # fmt: skip
         assert part in contents, part
     # Every data file of the package (the web page, the API docs' assets, ...).
     package = ROOT / "sealexports"
@@ -90,6 +93,7 @@ def test_binary_runs_the_commands_with_an_empty_environment(binary: Path, tmp_pa
         for i, (name, ua) in enumerate(AGENTS.items())
     ]  # fmt: skip
     lines.append({"type": "pageview", "ts": "2025-03-30T00:40:00Z", "visitor": "ios", "path": "/pricing"})
+    lines[0]["country"] = "kh"  # pycountry's tables: the code checked, and its name
     (tmp_path / "events.ndjson").write_text("".join(json.dumps(line) + "\n" for line in lines))
     run(binary, ["import", "events.ndjson", "--site", "shop", "--silent"], tmp_path)
 
@@ -107,6 +111,8 @@ def test_binary_runs_the_commands_with_an_empty_environment(binary: Path, tmp_pa
             expected[value] = expected.get(value, 0) + 1
         assert got == expected, column
     assert set(json.loads((tmp_path / "browsers.json").read_text())[0]) >= {"browser", "page_views"}
+    countries = run(binary, ["export", "--site", "shop", "--type", "countries", *span, "-o", "-"], tmp_path)
+    assert "\nKH,Cambodia,1," in countries, countries
 
     args = ["--site", "demo", "--type", "sources", "--from", "2025-03-22", "--to", "2025-03-31"]
     run(binary, ["export", *args, "-o", "sources.csv", "--silent"], tmp_path)

@@ -42,7 +42,8 @@ def test_string_is_equality_and_list_is_any_of() -> None:
 
 @pytest.mark.parametrize("key", [k for k in FILTER_KEYS if k != "advanced_filters"])
 def test_every_simple_key_is_accepted(key: str) -> None:
-    assert parse_filters({key: "x"}) == (Condition(key, "eq", "x"),)
+    # Countries are stored upper case: a filter value is matched in that form.
+    assert parse_filters({key: "x"}) == (Condition(key, "eq", "X" if key == "country" else "x"),)
 
 
 def test_advanced_filters_join_the_simple_ones() -> None:
@@ -114,7 +115,8 @@ def test_advanced_filters_must_be_a_string(value: object) -> None:
     [
         ("path:regex:^/a:b", "^/a:b"),
         ("utm_campaign:eq:a:b:c", "a:b:c"),
-        ("referrer:eq:https://example.com:8080/x", "https://example.com:8080/x"),
+        ("referrer:contains:https://example.com:8080/x", "https://example.com:8080/x"),
+        ("referrer:eq:https://www.example.com:8080/x", "example.com"),  # a URL means its host, as stored
         ("path:eq:::", "::"),
     ],
 )
@@ -170,7 +172,7 @@ def test_scalar_operators_keep_pipes(op: str) -> None:
 
 @pytest.mark.parametrize("name", ADVANCED_FIELDS)
 def test_every_advanced_field(name: str) -> None:
-    assert parse_advanced(f"{name}:eq:x") == [Condition(name, "eq", "x")]
+    assert parse_advanced(f"{name}:eq:x") == [Condition(name, "eq", "X" if name == "country" else "x")]
 
 
 @pytest.mark.parametrize("expression", ["", " ", "\t\n"])

@@ -19,9 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
 from sealexports.exports import raw
-from sealexports.exports.countries import country_name
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import chunks_for

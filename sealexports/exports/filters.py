@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sealexports.errors import InvalidRequest
+from sealexports.normal import filter_value
 
 VISIT_FIELDS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
@@ -92,11 +93,11 @@ def parse_filters(raw: object) -> tuple[Condition, ...]:
                 raise InvalidRequest("advanced_filters must be a string", field=where)
             conditions.extend(parse_advanced(value))
         elif isinstance(value, str):
-            conditions.append(Condition(key, "eq", _non_empty(value, where)))
+            conditions.append(_condition(key, "eq", _non_empty(value, where)))
         elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             if len(value) > MAX_VALUES:
                 raise InvalidRequest(f"{where} has more than {MAX_VALUES} values", field=where)
-            conditions.append(Condition(key, "in", tuple(_non_empty(v, where) for v in value)))
+            conditions.append(_condition(key, "in", tuple(_non_empty(v, where) for v in value)))
         else:
             raise InvalidRequest(f"{where} must be a string or a non-empty list of strings", field=where)
     return tuple(conditions)
@@ -157,9 +158,9 @@ def parse_advanced(expression: str) -> list[Condition]:
                     f"bad list in advanced filter {part!r}: 1-{MAX_VALUES} non-empty values separated by '|'",
                     field=where,
                 )
-            conditions.append(Condition(name, op, items))
+            conditions.append(_condition(name, op, items))
         else:
-            conditions.append(Condition(name, op, value))
+            conditions.append(_condition(name, op, value))
     return conditions
 
 
@@ -183,6 +184,13 @@ def where_clause(
         sql.append(operator.sql.format(col=alias(column), marks=marks))
         params.extend(values)
     return "".join(f" AND {s}" for s in sql), params
+
+
+def _condition(name: str, op: str, value: str | tuple[str, ...]) -> Condition:
+    """A condition with its values as ingest stores them (`country=es` means ES)."""
+    if isinstance(value, tuple):
+        return Condition(name, op, tuple(filter_value(name, op, v) for v in value))
+    return Condition(name, op, filter_value(name, op, value))
 
 
 def _non_empty(value: str, where: str) -> str:

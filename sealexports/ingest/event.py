@@ -14,19 +14,19 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
+from sealexports import normal
 from sealexports.ingest.useragent import parse_user_agent
 
 KINDS = ("pageview", "conversion", "microconversion")
-DEVICE_TYPES = ("desktop", "mobile", "tablet")
+DEVICE_TYPES = normal.DEVICE_TYPES
 TEXT_FIELDS = (
     "path", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
     "country", "device_type", "browser", "os", "content_grouping", "conversion_type", "user_agent",
@@ -40,7 +40,6 @@ MAX_ID = 256
 TS_MIN, TS_MAX = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01 UTC
 MAX_CENTS = 10**13
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _NORMALISED = ("visitor", "referrer", "country", "device_type")  # in the canonical form as normalised
 
 
@@ -126,18 +125,9 @@ def parse_event(raw: Mapping[str, Any], line: int) -> Event:
         if "properties" in v:
             properties = _properties(v["properties"])
 
-    referrer = _referrer(v["referrer"]) if "referrer" in v else None
-    country = v.get("country")
-    if country is not None:
-        if not _COUNTRY.match(country):
-            raise EventError("country", f"{country[:20]!r} is not an ISO 3166-1 alpha-2 code like 'ES'")
-        country = country.upper()
-    device_type = v.get("device_type")
-    if device_type is not None:
-        device_type = device_type.lower()
-        if device_type not in DEVICE_TYPES:
-            given = v["device_type"][:20]
-            raise EventError("device_type", f"{given!r} is not one of {', '.join(DEVICE_TYPES)}")
+    referrer = _normal("referrer", normal.referrer, v)
+    country = _normal("country", normal.country, v)
+    device_type = _normal("device_type", normal.device_type, v)
     browser, os_name = v.get("browser"), v.get("os")
 
     canonical = {
@@ -272,12 +262,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def _referrer(value: str) -> str | None:
-    """The referring host: 'https://www.google.com/search?q=x' and 'google.com' are google.com."""
+def _normal(name: str, normalise: Callable[[str], str | None], v: Mapping[str, Any]) -> str | None:
+    """The field's normal form (sealexports.normal), None when missing; EventError if invalid."""
+    if name not in v:
+        return None
     try:
-        host = urlsplit(value).hostname if "://" in value else value.split("/", 1)[0].lower()
-    except ValueError:
-        raise EventError("referrer", f"{value[:80]!r} is not a URL or a host name") from None
-    if host and host.startswith("www."):
-        host = host[4:]
-    return host or None
+        return normalise(v[name])
+    except ValueError as e:
+        raise EventError(name, str(e)) from None
