@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -602,3 +603,63 @@ def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -
     for module in ("sealexports.demo", "sealexports.ingest", "regex"):
         assert module not in loaded
     assert (data.DEMO_DAYS, data.DEMO_VISITS) == (demo.DEFAULT_DAYS, demo.DEFAULT_VISITS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
+def test_a_raw_export_in_two_processes_is_the_same_bytes(
+    seeded: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export_type: str, fmt: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from sealexports.exports import split
+    from sealexports.exports.request import build_request
+    from sealexports.storage.database import transaction
+    from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+
+    db = tmp_path / "hostile.db"
+    conn = connect(db, migrate=False)
+    with contextlib.closing(sqlite3.connect(seeded)) as source:
+        source.backup(conn)
+    at = datetime(2025, 3, 31, 12, tzinfo=UTC)  # the later half: written by the second process
+    odd = Conversion(at, "=cmd", '/a,"b"', "-1", 5, '{"k": "x\\u0000y"}')
+    with transaction(conn):
+        insert_visits(
+            conn,
+            accounts.get_site(conn, "demo"),
+            [
+                Visit(
+                    pages=[PageView(at, '/a,"b"')],
+                    utm_source="@src\r",
+                    conversions=[odd],
+                    microconversions=[odd],
+                )
+            ],
+        )
+    req = build_request("demo", export_type, fmt, "2025-03-27", "2025-03-31")
+    monkeypatch.setattr(split, "MIN_ROWS", 0)
+    assert split.halves(conn, req) is not None
+    conn.close()
+    whole = run(db, "export", "--site", "demo", *RANGE, "--type", export_type, "--format", fmt, "-o", "-")
+    halves = run(db, "export", "--site", "demo", *RANGE, "--type", export_type, "--format", fmt, "-o", "x")
+    assert halves.exit_code == 0, halves.output
+    assert (out / "x").read_bytes() == whole.stdout_bytes
+    assert b"'=cmd" in whole.stdout_bytes or fmt == "json"
+    assert listing(out) == ["x"]  # the second process's part is gone
+
+
+def test_a_failed_second_process_is_one_error_line_and_no_file(
+    seeded: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from sealexports.cli import data
+    from sealexports.exports import split
+
+    monkeypatch.setattr(split, "MIN_ROWS", 0)
+    monkeypatch.setattr(
+        data, "_second_process", lambda state: [sys.executable, "-c", "import sys; sys.exit('boom')"]
+    )
+    result = run(seeded, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "x", "--silent")
+    assert assert_error(result, "the second export process failed: boom")
+    assert listing(out) == []

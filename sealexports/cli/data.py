@@ -15,7 +15,7 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import SealExportsError
-from sealexports.exports import engine
+from sealexports.exports import engine, split
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
 from sealexports.storage import accounts
@@ -254,7 +254,14 @@ def export(
     try:
         with progress_bar(silent, total, "Exporting") as advance:
             # A file the operator asked for where they chose: an ordinary one, as the umask says.
-            info = engine.write_file(conn, req, dest, progress=advance, mode=0o666 & ~_umask())
+            info = engine.write_file(
+                conn,
+                req,
+                dest,
+                progress=advance,
+                mode=0o666 & ~_umask(),
+                second_process=_second_process(state),
+            )
     except BrokenPipeError:  # a FIFO whose reader closed it
         return
     elapsed = time.perf_counter() - started
@@ -264,6 +271,29 @@ def export(
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+
+
+def _second_process(state: State) -> list[str] | None:
+    """This program's `export-part`, for a big raw export's later half on a second core."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "sealexports"]
+    return [*program, "--db", str(state.settings.database), "export-part"]
+
+
+@cli.command("export-part", hidden=True)
+@click.argument("spec")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@pass_state
+def export_part(state: State, spec: str, dest: str) -> None:
+    """Write one part of a raw export's rows to DEST and print how many (`export` runs this in
+    a second process for the later half of a big export).
+
+    \b
+    Example:
+        sealexports export-part '{"site": "demo", "type": "conversions", ...}' part.csv
+    """
+    click.echo(split.write_part(state.conn, split.part_request(spec), Path(dest)))
 
 
 def _destination(output: str | None, file_name: str) -> Path:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import raw
+from sealexports.exports import raw, split
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import chunks_for
@@ -131,18 +131,21 @@ def write_file(
     progress: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     mode: int = 0o600,
+    second_process: Sequence[str] | None = None,
 ) -> FileInfo:
     """Write the export to `dest` atomically: a temporary file, fsync, then rename. The file
     has `mode` (owner-only by default: exports hold a tenant's data), whatever the umask.
 
     `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
-    chunk and raises Cancelled. On any error the temporary file is removed.
+    chunk and raises Cancelled. On any error the temporary file is removed. `second_process`
+    (the command line only): a command that writes the later half of a big raw export
+    meanwhile, next to `dest` (see split.py).
 
     What is not a regular file (a FIFO, a device such as /dev/null, /dev/stdout) is written in
     place: renaming over it would replace the node itself with a regular file.
     """
-    pieces = _pieces(conn, req)
     if writes_in_place(dest):
+        pieces = _pieces(conn, req)
         # A regular file reached through /dev/stdout is appended to, as the shell's `>` left it.
         flags = os.O_WRONLY | (os.O_APPEND if stat.S_ISREG(dest.stat().st_mode) else 0)
         try:
@@ -151,6 +154,8 @@ def write_file(
         finally:
             pieces.close()
     make_private_dir(dest.parent)
+    halves = split.pieces(conn, req, second_process, dest.parent) if second_process else None
+    pieces = halves or _pieces(conn, req)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:

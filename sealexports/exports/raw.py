@@ -8,7 +8,7 @@ size SQLite reports), and only rows that have one are written by the csv module.
 
 Measured and dropped: splitting an export by day across two threads (no faster: SQLite
 connections in one process serialise on shared state, a two-thread aggregate took as long as
-one) and across two processes (faster, but a server that spawns processes is fragile).
+one). Two processes are faster: the command line does that (`split.py`), a server does not.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _formula_in(heads: bytes) -> bool:
     return any(s[1:] in heads and s in heads for s in (b",=", b",+", b",@", b",\t"))
 
 
-def _body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, int]]:
+def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, int]]:
     """The rows: CSV lines ending in CRLF, or JSON objects each after ',\\n'."""
     cursor = conn.execute(*event_line_query(req))
     commas = len(req.type.columns) - 1
@@ -83,7 +83,7 @@ def _csv_line(
     return csv_line(req.type.columns, row, formula_guard=req.formula_guard).encode()
 
 
-def _assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: bool = True) -> Pieces:
+def assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: bool = True) -> Pieces:
     """Header, rows, closing: CSV has a header row; JSON is `[` rows `]`."""
     if req.format == "csv":
         yield (",".join(req.type.header) + "\r\n").encode(), 0
@@ -99,4 +99,4 @@ def _assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: 
 
 
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Pieces:
-    return _assemble(req, _body(conn, req))
+    return assemble(req, body(conn, req))
