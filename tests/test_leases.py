@@ -91,7 +91,7 @@ def test_second_serve_leaves_the_first_ones_running_jobs_alone(template: Seeded,
     exports = tmp_path / "exports"
     first = live.start(db, tmp_path, env=ENV)
     second = None
-    try:
+    try:  # (both servers are stopped whatever fails)
         for _ in range(2):
             r = post_export(first.api, template.key, body(template.demo, "microconversions", "json", SLOW))
             assert r.status_code == 201, r.text
@@ -126,8 +126,10 @@ def test_sigkilled_workers_jobs_are_taken_over_after_the_lease(
     db = copy_db(template, tmp_path)
     exports = tmp_path / "exports"
     server = live.start(db, tmp_path, env={**ENV, "SEALEXPORTS_WORKERS": "0"})
-    workers = [live.start_worker(db, tmp_path, env=ENV) for _ in range(2)]
+    workers: list[live.Worker] = []
+    codes: list[int] = []
     try:
+        workers += [live.start_worker(db, tmp_path, env=ENV) for _ in range(2)]
         for export_type, fmt, filters in [
             ("microconversions", "json", SLOW),
             ("microconversions", "csv", SLOW),
@@ -154,11 +156,12 @@ def test_sigkilled_workers_jobs_are_taken_over_after_the_lease(
         assert all(by_id[j].attempts == 2 for j in taken)
         log = survivor.log.read_text() + server.log.read_text()
         assert "lease of" in log
-    finally:
+    finally:  # every process ends, whatever failed above
         for w in workers:
             if w.process.poll() is None:
-                assert w.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+                codes.append(w.stop(signal.SIGTERM))
         server.stop(signal.SIGTERM)
+    assert all(code in (0, -signal.SIGTERM) for code in codes), codes
     say(
         capsys,
         f"leases: {len(taken)} job(s) of a SIGKILLed worker taken over {took:.1f}s after the kill "
