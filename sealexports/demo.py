@@ -210,8 +210,13 @@ def generate(
     days: int = DEFAULT_DAYS,
     visits: int = DEFAULT_VISITS,
     seed: int = 42,
+    until: datetime | None = None,
 ) -> Iterator[Visit]:
-    """Yield `visits` visits over the `days` local days ending on `end`, in time order."""
+    """Yield `visits` visits over the `days` local days ending on `end`, in time order.
+
+    With `until` (the present, for a demo ending today) nothing happens after it: later visits
+    are left out and a visit in progress keeps only its events so far, so fewer visits come out.
+    """
     rng = random.Random(seed)
     tz = ZoneInfo(timezone)
     source = Weighted(SOURCES, [s[3] for s in SOURCES])
@@ -242,7 +247,23 @@ def generate(
                 os=_os(rng, device, browser),
             )
             _fill(rng, visit, start, medium, next(order))
-            yield visit
+            if until is None:
+                yield visit
+            elif start <= until:
+                yield _cut(visit, until)
+
+
+def today(timezone: str) -> date:
+    """Today's date in the site's time zone: the last day a demo may have."""
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def _cut(visit: Visit, until: datetime) -> Visit:
+    """The visit as it stands at `until`: its events up to then."""
+    visit.pages = [p for p in visit.pages if p.ts <= until]
+    visit.conversions = [c for c in visit.conversions if c.ts <= until]
+    visit.microconversions = [m for m in visit.microconversions if m.ts <= until]
+    return visit
 
 
 def _fill(rng: random.Random, visit: Visit, start: datetime, medium: str | None, n: int) -> None:

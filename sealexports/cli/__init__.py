@@ -111,8 +111,9 @@ def cli(ctx: click.Context, config_file: str | None, db: str | None) -> None:
 
     \b
     Example:
-        sealexports seed && sealexports export --site demo --type sources \\
-            --from 2025-01-01 --to 2025-01-31
+        # a demo of 2025-01-01 to 2025-03-31 (plain `seed` ends today, and prints its dates)
+        sealexports seed --end 2025-03-31 && sealexports export --site demo --type sources \\
+            --from 2025-03-01 --to 2025-03-31
     """
     try:
         settings = load_settings(config_file)

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,10 @@ DEMO_DAYS, DEMO_VISITS = 90, 200_000
 @cli.command()
 @click.option("--site", default="demo", show_default=True)
 @click.option("--days", type=click.IntRange(1, 3660), default=DEMO_DAYS, show_default=True)
-@click.option("--end", "end_", metavar="YYYY-MM-DD", help="Last day (default: today, UTC).")
+@click.option(
+    "--end", "end_", metavar="YYYY-MM-DD",
+    help="Last day (default: today in the site's time zone; never later: no events in the future).",
+)  # fmt: skip
 @click.option("--visits", type=click.IntRange(1), default=DEMO_VISITS, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--replace", is_flag=True, help="Delete the site's existing data first.")
@@ -51,7 +54,9 @@ def seed(
 ) -> None:
     """Fill a site with deterministic demo traffic (creates the site, and the database, if needed).
 
-    The `demo` site is created in Europe/Madrid, so day boundaries follow DST.
+    The `demo` site is created in Europe/Madrid, so day boundaries follow DST. The demo ends
+    today (in the site's time zone) with the events up to now, never any in the future, and
+    the summary says which dates it covers.
 
     \b
     Example:
@@ -60,16 +65,25 @@ def seed(
     from sealexports import demo
     from sealexports.storage.events import delete_site_data, insert_visits, site_has_data
 
-    end = parse_date(end_, "--end") if end_ else datetime.now(UTC).date()
+    end = parse_date(end_, "--end") if end_ else None
     state.set_up()  # seed may create the database
     conn = state.conn
     try:
-        target = accounts.get_site(conn, site)
+        target: accounts.Site | None = accounts.get_site(conn, site)
     except SealExportsError:
+        target = None
+    timezone = target.timezone if target else "Europe/Madrid" if site == "demo" else "UTC"
+    today = demo.today(timezone)
+    if end is None:
+        end = today
+    elif end > today:
+        raise click.ClickException(
+            f"--end {end} is in the future (today is {today} in {timezone}): a demo has no future events"
+        )
+    if target is None:
         target = accounts.create_site(
-            conn, site, name="Demo site" if site == "demo" else None,
-            timezone="Europe/Madrid" if site == "demo" else "UTC",
-        )  # fmt: skip
+            conn, site, name="Demo site" if site == "demo" else None, timezone=timezone
+        )
     started = time.perf_counter()
     with progress_bar(silent, visits, "Seeding") as advance, transaction(conn):
         if site_has_data(conn, site):
@@ -79,19 +93,22 @@ def seed(
         counts = insert_visits(
             conn,
             target,
-            demo.generate(target.timezone, end=end, days=days, visits=visits, seed=seed),
+            demo.generate(
+                target.timezone, end=end, days=days, visits=visits, seed=seed, until=datetime.now(UTC)
+            ),
             progress=lambda c: advance(c.visits),
         )
     elapsed = time.perf_counter() - started
     if not silent:
-        click.echo(_seed_summary(site, counts, elapsed), err=True)
+        span = f"{end - timedelta(days=days - 1)} to {end}"
+        click.echo(_seed_summary(site, counts, elapsed, span), err=True)
 
 
-def _seed_summary(site: str, c: InsertCounts, elapsed: float) -> str:
+def _seed_summary(site: str, c: InsertCounts, elapsed: float, span: str) -> str:
     return (
         f"Seeded {site}: {c.visits:,} visits, {c.pageviews:,} page views, {c.conversions:,} "
         f"conversions, {c.microconversions:,} microconversions in {elapsed:.1f}s "
-        f"({c.rows / elapsed:,.0f} rows/s)"
+        f"({c.rows / elapsed:,.0f} rows/s); its dates: {span}"
     )
 
 
@@ -223,9 +240,13 @@ def export(
 ) -> None:  # fmt: skip
     """Export one type of data for a date range to a CSV or JSON file.
 
+    An export that matches nothing still writes its file (a header, or []) and says why on
+    stderr: the dates the site has data for, or the values a filter takes.
+
     \b
     Example:
-        sealexports export --site demo --type sources --from 2025-01-01 --to 2025-01-31 \\
+        # dates of `sealexports seed --end 2025-03-31` (`seed` prints the dates it covers)
+        sealexports export --site demo --type sources --from 2025-03-01 --to 2025-03-31 \\
             --filter country=ES --filter device_type=mobile --advanced path:contains:/blog/
     """
     raw_filters = _parse_filters(filters, advanced)

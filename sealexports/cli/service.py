@@ -122,10 +122,8 @@ def _prepare_demo(state: State) -> str:
 
         site = accounts.get_site(conn, "demo")
         with progress_bar(False, demo.DEFAULT_VISITS, "Seeding demo data") as advance, transaction(conn):
-            insert_visits(
-                conn, site, demo.generate(site.timezone, end=datetime.now(UTC).date()),
-                progress=lambda c: advance(c.visits),
-            )  # fmt: skip
+            visits = demo.generate(site.timezone, end=demo.today(site.timezone), until=datetime.now(UTC))
+            insert_visits(conn, site, visits, progress=lambda c: advance(c.visits))
     return accounts.demo_key(conn, "demo")
 
 
