@@ -130,6 +130,11 @@ def build_targets(res: Results) -> list[Target]:
 
     ratio("raw_csv", "raw_csv", "ours", "sqlite3", "<=", 1.0)
     ratio("raw_json", "raw_json", "ours", "sqlite3", "<=", 1.2)
+    ratio("raw_csv_cli", "raw_csv", "sealexports export", "sqlite3", "<=", 1.0)
+    ratio("raw_json_cli", "raw_json", "sealexports export", "sqlite3", "<=", 1.0)
+    for name, limit in (("filtered_visit", 1.0), ("filtered_path", 3.0)):
+        if (seconds := res.median(name, "ours")) is not None:
+            targets.append(Target(name, name, "ours", "seconds", seconds, "<=", limit))
     ratio("raw_csv_sqlite_utils", "raw_csv", "sqlite-utils", "ours", ">=", 2.0)
     ratio("raw_csv_datasette", "raw_csv", "datasette", "ours", ">=", 2.0)
     for t in AGGREGATES:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmark.measures import aggregates, estimate, http, memory, raw
+from benchmark.measures import aggregates, estimate, filtered, http, memory, raw
 from benchmark.run import Run
 
 MEASURES: dict[str, Callable[[Run, int], None]] = {
     "raw": raw.measure,
     "aggregates": aggregates.measure,
+    "filtered": filtered.measure,
     "estimate": estimate.measure,
     "memory": memory.measure,
     "http": http.measure,

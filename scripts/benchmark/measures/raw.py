@@ -1,5 +1,6 @@
-"""raw_csv / raw_json: all microconversions, ours in a fresh process vs the same SQL run by the
-sqlite3 shell, sqlite-utils and Datasette (CSV), and the sqlite3 shell (JSON)."""
+"""raw_csv / raw_json: all microconversions, ours in a fresh process (engine.write_file, and the
+whole `sealexports export` command) vs the same SQL run by the sqlite3 shell, sqlite-utils and
+Datasette (CSV), and the sqlite3 shell (JSON)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,19 @@ def measure(run: Run, rep: int) -> None:
 
         return go
 
+    def cli(req: ExportRequest) -> Callable[[], None]:
+        def go() -> None:
+            cmd = [str(BIN / "sealexports"), "--db", db, "export", "--site", req.site_id,
+                   "--type", req.type.name, "--format", req.format, "--from", req.date_from.isoformat(),
+                   "--to", req.date_to.isoformat(), "-o", str(out), "--silent"]  # fmt: skip
+            seconds = run_timed(cmd, run.tmp / "cli.stdout")
+            note = f"{size(out)}, the whole process"
+            run.results.add(
+                f"raw_{req.format}", "sealexports export", seconds, note=note, error=check(req.format)
+            )
+
+        return go
+
     def command(contender: str, fmt: str, cmd: list[str]) -> Callable[[], None]:
         def go() -> None:
             seconds = run_timed(cmd, out)
@@ -59,11 +73,13 @@ def measure(run: Run, rep: int) -> None:
 
     contenders: list[tuple[str, str, Callable[[], None]]] = [
         ("raw_csv", "ours", ours(csv_req)),
+        ("raw_csv", "sealexports export", cli(csv_req)),
         ("raw_csv", "sqlite3", command("sqlite3", "csv", [SQLITE3, "-csv", "-header", db, csv_sql])),
         ("raw_csv", "sqlite-utils",
          command("sqlite-utils", "csv", [str(BIN / "sqlite-utils"), "query", db, csv_sql, "--csv"])),
         ("raw_csv", "datasette", datasette),
         ("raw_json", "ours", ours(json_req)),
+        ("raw_json", "sealexports export", cli(json_req)),
         ("raw_json", "sqlite3", command("sqlite3", "json", [SQLITE3, "-json", db, json_sql])),
     ]  # fmt: skip
     for measure_name, contender, fn in rotate(contenders, rep):
