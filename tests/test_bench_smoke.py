@@ -27,14 +27,16 @@ MEASURES = [
     "raw_csv",
     "raw_json",
     *(f"agg_{t}" for t in AGGREGATES),
+    "filtered_visit",
+    "filtered_path",
     *(f"estimate_{t}" for t in ESTIMATED),
     "memory_csv",
     "memory_json",
     "http",
 ]
 CONTENDERS = {
-    "raw_csv": {"ours", "sqlite3", "sqlite-utils", "datasette"},
-    "raw_json": {"ours", "sqlite3"},
+    "raw_csv": {"ours", "sealexports export", "sqlite3", "sqlite-utils", "datasette"},
+    "raw_json": {"ours", "sealexports export", "sqlite3"},
     "estimate_sources": {"estimate", "http_estimate", "export"},
     "memory_csv": {"~10k rows", "~1M rows"},
     "http": {"ours", "ours-idle", "bare"},
@@ -66,7 +68,7 @@ def test_bench_quick(tmp_path: Path) -> None:
         if r["measure"] != "seeding":
             assert r["median"] is not None and r["median"] > 0 and not r["errors"], r
     assert rows[("seeding", "ours")]["median"] > 0  # a fresh folder: it seeded
-    assert len(doc["targets"]) == 26
+    assert len(doc["targets"]) == 30
     assert doc["summary"] == last
     # Servers and temporary files are gone; the data file stays for the next run.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-2000-3.db", "results.json"]
