@@ -22,20 +22,19 @@ from sealexports.api.auth import provide_account
 from sealexports.api.docs import LocalSwaggerPlugin
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
 from sealexports.api.events import EventsController
-from sealexports.api.exports import ExportsController, require_json
+from sealexports.api.exports import ExportsController
 from sealexports.api.limits import rate_limits
+from sealexports.api.media import require_json
 from sealexports.api.metrics import scrape as metrics_scrape
 from sealexports.api.schemas import HealthOut
-from sealexports.api.services import Services
 from sealexports.api.sites import SitesController
 from sealexports.api.ui import routers as ui_routers
 from sealexports.config import Settings
 from sealexports.errors import ConfigError, Unavailable
-from sealexports.jobs.queue import JobQueue
+from sealexports.services import Services, build_services
 from sealexports.storage.backup import checkpoint
-from sealexports.storage.database import ConnectionPerThread, connect, make_private_dir, secret_key
+from sealexports.storage.database import connect
 from sealexports.storage.upgrades import migrate
-from sealexports.tokens import DownloadTokens
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -64,18 +63,13 @@ def create_app(
     `settings.workers` is 0; the lease keeper always does.
     Setting `stopping` (the server does it on SIGTERM) stops every running query at once:
     requests answer 503, background exports go back to pending."""
-    configured = settings.configured_secret()  # a bad secret_key_file stops here, before any write
-    make_private_dir(settings.exports_dir)
+    settings.configured_secret()  # a bad secret_key_file stops here, before any write
     conn = connect(settings.database, migrate=False)
     try:
         migrate(conn, settings.database)
-        secret = configured or secret_key(conn)
+        services = build_services(settings, conn, stopping)
     finally:
         conn.close()
-    tokens = DownloadTokens(secret, settings.download_ttl_seconds)
-    services = Services(
-        settings, ConnectionPerThread(settings.database), tokens, JobQueue(settings, tokens, stopping)
-    )
     start_workers = settings.workers > 0 if run_workers is None else run_workers
 
     @asynccontextmanager

@@ -11,8 +11,8 @@ from litestar import Request
 from litestar.di import NamedDependency
 from litestar.types import Scope
 
-from sealexports.api.services import Services
 from sealexports.errors import Unauthorized
+from sealexports.services import Services
 from sealexports.storage.accounts import Account, check_key, record_use, use_is_due
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ def api_key(scope: Scope) -> str | None:
 
 
 async def provide_account(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Account:
-    """The key's account. One indexed read: it runs on the event loop (in WAL mode a reader
-    never waits for a writer), sparing every request a hop to a worker thread."""
+    """The key's account (one indexed read, on a worker thread: a checkpoint or a lock never
+    holds the event loop)."""
     return await _authenticated(request, services, "read")
 
 
@@ -48,14 +48,15 @@ async def _authenticated(request: Request[Any, Any, Any], services: Services, sc
     key = api_key(request.scope)
     if not key:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
-    credential = check_key(services.db.get(), key, scope=scope)
-    if use_is_due(credential.last_used_at):  # at most once a minute a key: a write, off the loop
-        await anyio.to_thread.run_sync(_record_use, services, credential.key_id)
+    return await anyio.to_thread.run_sync(_check, services, key, scope)
+
+
+def _check(services: Services, key: str, scope: str) -> Account:
+    conn = services.db.get()
+    credential = check_key(conn, key, scope=scope)
+    if use_is_due(credential.last_used_at):  # at most once a minute a key
+        try:
+            record_use(conn, credential.key_id)
+        except sqlite3.Error as e:  # bookkeeping: never the reason a request fails
+            log.warning("could not record the use of API key %s: %s", credential.key_id, e)
     return credential.account
-
-
-def _record_use(services: Services, key_id: int) -> None:
-    try:
-        record_use(services.db.get(), key_id)
-    except sqlite3.Error as e:  # bookkeeping: never the reason a request fails
-        log.warning("could not record the use of API key %s: %s", key_id, e)

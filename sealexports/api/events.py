@@ -3,36 +3,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
 
 from sealexports import metrics
 from sealexports.api import openapi
 from sealexports.api.auth import provide_writer
+from sealexports.api.params import AccountId, SiteId, site_slug
 from sealexports.api.schemas import EventsOut, RejectedEventOut
-from sealexports.api.services import Services
 from sealexports.errors import InvalidRequest, TooLarge
 from sealexports.ingest import BATCH_MAX_EVENTS, BatchReport, ingest_batch, json_array_items, ndjson_items
 from sealexports.ingest.event import EventError
 from sealexports.ingest.inflate import body_chunks, lines
+from sealexports.services import Services
 from sealexports.storage.accounts import Account, site_for
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # as sent (compressed, when gzip), and once decompressed
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
-
-SiteId = Annotated[
-    str | None,
-    Parameter(description="The site the events belong to (its slug).", required=False),
-]
-AccountId = Annotated[
-    str | None,
-    Parameter(description="Same as site_id, as newer clients send it.", required=False),
-]
 
 
 def _out(report: BatchReport) -> EventsOut:
@@ -74,9 +65,7 @@ class EventsController(Controller):
         created with `--scope write` (403 otherwise). Good events are written in one
         transaction; each bad one is listed by index. Events taken in before (same `id`, or
         the same content) are skipped, so a batch can be retried safely."""
-        slug = site_id or account_id
-        if not slug:
-            raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
+        slug = site_slug(site_id, account_id)
         try:
             raw = await request.body()
         except HTTPException as e:

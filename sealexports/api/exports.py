@@ -1,12 +1,11 @@
-"""The seven /exports endpoints. Each parses, calls the library, and formats: no SQL here."""
+"""The seven /exports endpoints. Each parses, calls one use case of `jobs.service` on a worker
+thread, and formats: no SQL and no rules here."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import sqlite3
-from collections.abc import Generator
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 import anyio
 from litestar import Controller, Request, delete, get, post, route
@@ -18,35 +17,28 @@ from litestar.response import File, Stream
 from litestar.response.file import ASGIFileResponse
 
 from sealexports.api import openapi, proxy
+from sealexports.api.params import AccountId, SiteId, site_of
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
-from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
-from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
+from sealexports.errors import TooLarge
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs import lifecycle
-from sealexports.jobs.runner import request_for, run_export
-from sealexports.storage import jobs as store
-from sealexports.storage.accounts import Account, Site, now_iso, site_for
-from sealexports.storage.database import connect
+from sealexports.jobs import service
+from sealexports.jobs.lifecycle import Status
+from sealexports.services import Services
+from sealexports.storage.accounts import Account, Site
+from sealexports.storage.jobs import JobRecord
 
-SiteId = Annotated[str | None, Parameter(description="The site to export from (its slug).", required=False)]
-AccountId = Annotated[
-    str | None,
-    Parameter(description="Same as site_id, as newer clients send it.", required=False),
-]
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
-FIRST_CHUNKS = 2  # a raw export's header, then its first rows
+Req = Request[Any, Any, Any]
 
 
 class ExportFile(File):
     """A file response that, for HEAD, sends the headers (Content-Length included) and never
     reads the file (Litestar's File would read it all for the server to throw away)."""
 
-    def to_asgi_response(
-        self, app: Litestar | None, request: Request[Any, Any, Any], **kwargs: Any
-    ) -> ASGIFileResponse:
+    def to_asgi_response(self, app: Litestar | None, request: Req, **kwargs: Any) -> ASGIFileResponse:
         if request.method == HttpMethod.HEAD:
             kwargs["is_head_response"] = True
             media_type = str(self.media_type)  # Litestar leaves Content-Type out of HEAD answers
@@ -55,11 +47,16 @@ class ExportFile(File):
         return super().to_asgi_response(app, request, **kwargs)
 
 
-def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
-    slug = site_id or account_id
-    if not slug:
-        raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
-    return site_for(services.db.get(), slug, account)
+def _base(services: Services, request: Req) -> str:
+    """public_url, or the reading request's own base URL."""
+    return proxy.base_url(services.settings, str(request.base_url))
+
+
+def _job_url(services: Services, job: JobRecord, request: Req) -> str:
+    """Where a client polls the job: GET answers 422 without the site in the query."""
+    return (
+        f"{_base(services, request)}/api/v1/exports/{quote(job.job_id)}?{urlencode({'site_id': job.site_id})}"
+    )
 
 
 def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
@@ -74,32 +71,10 @@ def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
     )
 
 
-def _job(services: Services, site: Site, job_id: str) -> store.JobRecord:
-    """The site's job (a read: fast enough for the event loop)."""
-    job = store.get_job(services.db.get(), job_id, account_id=site.account.id)
-    if job.site_id != site.site_id:
-        raise NotFound(f"export job {job_id!r} not found")
-    return job
-
-
-async def _current(services: Services, job: store.JobRecord) -> store.JobRecord:
-    """The job, expired first (a write, on a worker thread) if its link has passed its time."""
-    if not lifecycle.is_due(job):
-        return job
-
-    def expire() -> store.JobRecord:
-        conn = services.db.get()
-        lifecycle.expire_job(conn, services.settings.exports_dir, job)
-        return store.get_job(conn, job.job_id)
-
-    return await anyio.to_thread.run_sync(expire)
-
-
-def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any, Any]) -> JobOut:
+def job_out(services: Services, job: JobRecord, request: Req) -> JobOut:
     """The job as the API shows it; its download_url is built for the request reading it."""
-    completed = job.status == lifecycle.Status.COMPLETED and job.download_token
-    expired = job.status == lifecycle.Status.EXPIRED
-    base = proxy.base_url(services.settings, str(request.base_url))
+    completed = job.status == Status.COMPLETED and job.download_token
+    expired = job.status == Status.EXPIRED
     return JobOut(
         id=job.id,
         job_id=job.job_id,
@@ -115,7 +90,9 @@ def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any,
         file_size_bytes=job.file_size_bytes,
         file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
         progress_percent=job.progress_percent,
-        download_url=services.download_url(job.download_token, base) if completed else None,  # type: ignore[arg-type]
+        download_url=f"{_base(services, request)}/api/v1/exports/download/{job.download_token}"
+        if completed
+        else None,
         # Kept once expired: when the link stopped working.
         download_expires_at=job.download_expires_at if completed or expired else None,
         error_message=job.error_message,
@@ -123,6 +100,10 @@ def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any,
         completed_at=job.completed_at,
         created_at=job.created_at,
     )
+
+
+def _summary(full: JobOut) -> JobSummary:
+    return JobSummary(**{name: getattr(full, name) for name in JobSummary.__struct_fields__})
 
 
 def _estimate_out(est: engine.Estimate) -> EstimateOut:
@@ -136,32 +117,29 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
     )
 
 
-async def require_json(request: Request[Any, Any, Any]) -> None:
-    """Bodies are JSON: another declared Content-Type is a 415 (none at all is taken as JSON).
-    Routes with `opt={"ndjson": True}` (POST /events) also take NDJSON."""
-    if request.method == "POST":
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        takes_ndjson = bool(request.route_handler.opt.get("ndjson"))
-        if takes_ndjson and media_type in ("application/x-ndjson", "application/ndjson"):
-            return
-        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-            ndjson = " or application/x-ndjson" if takes_ndjson else ""
-            raise UnsupportedMediaType(f"Content-Type must be application/json{ndjson}, got {media_type!r}")
+def _create_out(services: Services, started: service.Started, request: Req) -> CreateOut:
+    job = started.job
+    poll = f"Poll GET {_job_url(services, job, request)} until it completes."
+    if job.status == Status.FAILED:
+        message = f"Export failed: {job.error_message}"
+    elif started.background:
+        message = f"Export job created. {poll}"
+    elif job.status == Status.PENDING:
+        message = f"Export continues in the background. {poll}"
+    else:
+        message = "Export completed. Ready for download."
+    out = job_out(services, job, request)
+    return CreateOut(job=out, estimate=_estimate_out(started.estimate), message=message)
 
 
 class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
 
-    @post(
-        "/",
-        status_code=201,
-        summary="Create an export job",
-        responses=openapi.CREATE,
-    )
+    @post("/", status_code=201, summary="Create an export job", responses=openapi.CREATE)
     async def create(
         self,
-        request: Request[Any, Any, Any],
+        request: Req,
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -170,61 +148,19 @@ class ExportsController(Controller):
     ) -> CreateOut:
         """Under the sync row limit the file is generated during the request (`completed`);
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
-        site = _site(services, account, site_id, account_id)
-        req = _request(services, site, data)
         deadline = request_deadline(services)
-        base = str(request.base_url)
 
         def work() -> CreateOut:
-            conn = services.db.get()
-            max_rows = services.settings.plans[site.account.plan].max_rows
-            est = engine.estimate_within(
-                conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
-            )
-            # A small export is created claimed by this process, so no worker takes it meanwhile.
-            lease = None if est.will_use_background_job else services.queue.lease
-            job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
-            poll = services.job_url(job.job_id, site.site_id, proxy.base_url(services.settings, base))
-            if lease is None:
-                services.queue.enqueue(job.job_id)
-                message = f"Export job created. Poll GET {poll} until it completes."
-                # The job as created (pending): a worker may have claimed it already, any worker
-                # on any doorbell, and the answer should not depend on that race.
-                return CreateOut(
-                    job=job_out(services, job, request), estimate=_estimate_out(est), message=message
-                )
-            exports_dir = services.settings.exports_dir
-            run_export(
-                conn,
-                exports_dir,
-                services.tokens,
-                job.job_id,
-                lease.owner,
-                deadline=deadline,
-                formula_guard=services.settings.csv_formula_guard,
-            )
-            message = "Export completed. Ready for download."
-            job = store.get_job(conn, job.job_id)
-            if job.status == lifecycle.Status.PENDING:  # stopped by a disconnect or a shutdown
-                services.queue.enqueue(job.job_id)
-                message = f"Export continues in the background. Poll GET {poll} until it completes."
-            if job.status == lifecycle.Status.FAILED:
-                message = f"Export failed: {job.error_message}"
-            return CreateOut(
-                job=job_out(services, job, request), estimate=_estimate_out(est), message=message
-            )
+            site = site_of(services, account, site_id, account_id)
+            started = service.start_export(services, site, _request(services, site, data), deadline)
+            return _create_out(services, started, request)
 
         return await in_thread(work, deadline, request.receive)
 
-    @post(
-        "/estimate",
-        status_code=200,
-        summary="Estimate an export's size",
-        responses=openapi.ESTIMATE,
-    )
+    @post("/estimate", status_code=200, summary="Estimate an export's size", responses=openapi.ESTIMATE)
     async def estimate(
         self,
-        request: Request[Any, Any, Any],
+        request: Req,
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -232,23 +168,18 @@ class ExportsController(Controller):
         account_id: AccountId = None,
     ) -> EstimateOut:
         """Rows, bytes and time an export would take, without creating a job."""
-        site = _site(services, account, site_id, account_id)
-        req = _request(services, site, data)
         deadline = request_deadline(services)
 
         def work() -> engine.Estimate:
-            conn = services.db.get()
-            max_rows = services.settings.plans[site.account.plan].max_rows
-            return engine.estimate_within(
-                conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
-            )
+            site = site_of(services, account, site_id, account_id)
+            return service.estimate(services, site, _request(services, site, data), deadline)
 
         return _estimate_out(await in_thread(work, deadline, request.receive))
 
     @get("/", summary="List export jobs", responses=openapi.LIST)
     async def list(
         self,
-        request: Request[Any, Any, Any],
+        request: Req,
         account: NamedDependency[Account],
         services: NamedDependency[Services],
         site_id: SiteId = None,
@@ -259,38 +190,21 @@ class ExportsController(Controller):
         include_expired: Annotated[bool, Parameter(description="Include expired exports.")] = False,
     ) -> ListOut:
         """The site's export jobs, newest first."""
-        site = _site(services, account, site_id, account_id)
-        conn = services.db.get()
-        if store.expired_jobs(conn, now_iso()):  # rare: expire them first, off the event loop
-            await anyio.to_thread.run_sync(
-                lambda: lifecycle.expire_jobs(services.db.get(), services.settings.exports_dir)
+        deadline = request_deadline(services)
+
+        def work() -> ListOut:
+            site = site_of(services, account, site_id, account_id)
+            jobs, total = service.list_jobs(
+                services, site, deadline, limit=limit, offset=offset, include_expired=include_expired
             )
-        with request_deadline(services).running(conn):
-            jobs, total = store.list_jobs(
-                conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
-            )
-        summaries = []
-        for job in jobs:
-            full = job_out(services, job, request)
-            summaries.append(
-                JobSummary(
-                    id=full.id,
-                    job_id=full.job_id,
-                    export_type=full.export_type,
-                    format=full.format,
-                    status=full.status,
-                    actual_rows=full.actual_rows,
-                    file_size_human=full.file_size_human,
-                    download_url=full.download_url,
-                    created_at=full.created_at,
-                )
-            )
-        return ListOut(exports=summaries, total=total)
+            return ListOut(exports=[_summary(job_out(services, j, request)) for j in jobs], total=total)
+
+        return await in_thread(work, deadline)
 
     @get("/{job_id:str}", summary="Get an export job's status", responses=openapi.JOB)
     async def status(
         self,
-        request: Request[Any, Any, Any],
+        request: Req,
         job_id: JobId,
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -298,8 +212,12 @@ class ExportsController(Controller):
         account_id: AccountId = None,
     ) -> JobOut:
         """The job object, as in the create response."""
-        site = _site(services, account, site_id, account_id)
-        return job_out(services, await _current(services, _job(services, site, job_id)), request)
+
+        def work() -> JobOut:
+            site = site_of(services, account, site_id, account_id)
+            return job_out(services, service.site_job(services, site, job_id), request)
+
+        return await anyio.to_thread.run_sync(work)
 
     @delete(
         "/{job_id:str}",
@@ -318,8 +236,7 @@ class ExportsController(Controller):
     ) -> None:
         """Pending: never runs. Generating: stops and leaves no file. Completed: its file is
         deleted. Afterwards the job is gone (404) and its download link dead."""
-        site = _site(services, account, site_id, account_id)
-        lifecycle.delete_job(services.db.get(), services.settings.exports_dir, _job(services, site, job_id))
+        service.delete_job(services, site_of(services, account, site_id, account_id), job_id)
 
     @route(
         "/download/{download_token:str}",
@@ -336,24 +253,11 @@ class ExportsController(Controller):
     ) -> ExportFile:
         """No authentication: the signed token is the credential. 410 once expired.
         HEAD answers the same status and headers, without the file."""
-        conn = services.db.get()
-        job_id, expired = services.tokens.open(download_token)
-        job = store.find_job(conn, job_id)
-        if job is None or job.download_token != download_token:
-            raise NotFound("download link not found")
-        if expired or lifecycle.is_due(job):
-            lifecycle.expire_job(conn, services.settings.exports_dir, job)
-            raise Expired("this download link has expired; create a new export")
-        if job.status == lifecycle.Status.EXPIRED:
-            raise Expired("this download link has expired; create a new export")
-        path = services.settings.exports_dir / (job.file_name or "")
-        if job.status != lifecycle.Status.COMPLETED or not job.file_name or not path.is_file():
-            raise Expired("the export file is no longer available; create a new export")
-        req = request_for(job)
+        found = service.open_download(services, download_token)
         return ExportFile(
-            path=path,
-            filename=req.file_name,
-            media_type=req.media_type,
+            path=found.path,
+            filename=found.file_name,
+            media_type=found.media_type,
             content_disposition_type="attachment",
         )
 
@@ -366,7 +270,7 @@ class ExportsController(Controller):
     )
     async def stream(
         self,
-        request: Request[Any, Any, Any],
+        request: Req,
         data: JSONBody[ExportBody],
         account: NamedDependency[Account],
         services: NamedDependency[Services],
@@ -374,36 +278,21 @@ class ExportsController(Controller):
         account_id: AccountId = None,
     ) -> Stream:
         """The file itself, for exports under the sync row limit; 413 at or over it."""
-        site = _site(services, account, site_id, account_id)
-        req = _request(services, site, data)
         deadline = request_deadline(services)
 
-        def start() -> tuple[sqlite3.Connection, Generator[bytes, None, None], list[bytes]]:
-            """Estimate, then make the first chunks here, so that a deadline passed in the
-            query's first (for aggregates: only) long step is an error answer, not a cut stream."""
-            est = engine.estimate_within(services.db.get(), req, deadline, services.settings.sync_row_limit)
-            if est.will_use_background_job:
-                raise TooLarge(
-                    f"Export too large for streaming ({est.estimated_rows:,} rows). "
-                    "Use POST /exports to create a background job."
-                )
-            conn = connect(services.settings.database, migrate=False)  # the stream's own
-            chunks = engine.chunks(conn, req)
+        def start() -> service.ExportStream:
+            site = site_of(services, account, site_id, account_id)
             try:
-                with deadline.running(conn):
-                    first = list(itertools.islice(chunks, FIRST_CHUNKS))
-            except BaseException:
-                chunks.close()
-                conn.close()
-                raise
-            return conn, chunks, first
+                return service.open_stream(services, _request(services, site, data), deadline)
+            except TooLarge as e:
+                raise TooLarge(f"{e.message} Use POST /exports to create a background job.") from None
 
-        conn, chunks, first = await in_thread(start, deadline, request.receive)
+        opened = await in_thread(start, deadline, request.receive)
         return Stream(
-            bridge(conn, chunks, deadline, first),
-            media_type=req.media_type,
+            bridge(opened, deadline),
+            media_type=opened.media_type,
             headers={
-                "Content-Disposition": f'attachment; filename="{req.file_name}"',
+                "Content-Disposition": f'attachment; filename="{opened.file_name}"',
                 "Cache-Control": "no-store",
             },
         )

@@ -17,8 +17,8 @@ from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitConfig, Rat
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealexports.api.auth import api_key
-from sealexports.api.services import Services
 from sealexports.errors import Unauthorized
+from sealexports.services import Services
 from sealexports.storage.accounts import authenticate
 
 PLAN_CACHE_SECONDS = 30.0

@@ -11,8 +11,8 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from sealexports import metrics
-from sealexports.api.services import Services
 from sealexports.errors import Unauthorized
+from sealexports.services import Services
 
 
 @get("/metrics", sync_to_thread=True, include_in_schema=False)

@@ -10,9 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from msgspec import Meta
 
-from sealexports.api.services import Services
 from sealexports.exports import values
 from sealexports.exports.request import parse_date
+from sealexports.services import Services
 from sealexports.storage.accounts import Account, list_sites, site_for
 
 

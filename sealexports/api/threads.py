@@ -9,14 +9,14 @@ Litestar's own disconnect listener during a stream), and SQLite's progress handl
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import anyio
 from litestar.types import Receive
 
-from sealexports.api.services import Services
+from sealexports.jobs.service import ExportStream
+from sealexports.services import Services
 from sealexports.storage.deadline import Deadline
 
 T = TypeVar("T")
@@ -66,21 +66,18 @@ async def in_thread(fn: Callable[[], T], deadline: Deadline, receive: Receive | 
     return result
 
 
-async def bridge(
-    conn: sqlite3.Connection, chunks: Generator[bytes, None, None], deadline: Deadline, first: list[bytes]
-) -> AsyncIterator[bytes]:
-    """Stream the chunks already made, then pull the rest on a worker thread one at a time, each
-    under the deadline; the connection is the stream's own and is closed at the end."""
+async def bridge(stream: ExportStream, deadline: Deadline) -> AsyncIterator[bytes]:
+    """Pass on the chunks already made, then pull the rest on a worker thread one at a time, each
+    under the deadline; the stream (and its own connection) is closed at the end."""
 
     def pull() -> bytes | None:
-        with deadline.running(conn):
-            return next(chunks, None)
+        with deadline.running(stream.conn):
+            return next(stream.chunks, None)
 
     try:
-        for chunk in first:
+        for chunk in stream.first:
             yield chunk
         while (more := await in_thread(pull, deadline)) is not None:
             yield more
     finally:
-        chunks.close()
-        conn.close()
+        stream.close()

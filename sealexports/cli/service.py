@@ -158,17 +158,14 @@ def worker(state: State, log_level: str | None) -> None:
     import signal
     import threading
 
-    from sealexports.jobs.queue import JobQueue
+    from sealexports.services import build_services
     from sealexports.storage.backup import checkpoint
-    from sealexports.storage.database import secret_key
-    from sealexports.tokens import DownloadTokens
 
     settings = state.settings
     logs.configure(log_level or settings.log_level, settings.log_format)
     if settings.workers < 1:
         settings = settings.replace(workers=2)
-    secret = settings.configured_secret() or secret_key(state.conn)
-    queue = JobQueue(settings, DownloadTokens(secret, settings.download_ttl_seconds))
+    queue = build_services(settings, state.conn).queue
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -1,0 +1,30 @@
+"""Query parameters several controllers share, and the site they name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar.params import Parameter
+
+from sealexports.errors import InvalidRequest
+from sealexports.services import Services
+from sealexports.storage.accounts import Account, Site, site_for
+
+SiteId = Annotated[str | None, Parameter(description="The site (its slug).", required=False)]
+AccountId = Annotated[
+    str | None,
+    Parameter(description="Same as site_id, as newer clients send it.", required=False),
+]
+
+
+def site_slug(site_id: str | None, account_id: str | None) -> str:
+    """The slug a request names (site_id, or account_id as newer clients send it)."""
+    slug = site_id or account_id
+    if not slug:
+        raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
+    return slug
+
+
+def site_of(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
+    """The site the request names, if the key may use it (a read: call it off the event loop)."""
+    return site_for(services.db.get(), site_slug(site_id, account_id), account)

@@ -1,0 +1,180 @@
+"""The export use cases, the same for every shell (HTTP handlers, commands, tests): estimate,
+start an export, stream a small one, read, list and delete a site's jobs, open a download.
+
+Each takes the `Services` and plain values, runs its queries on the calling thread (the HTTP
+shell calls them on a worker thread, under the request's deadline) and returns library objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealexports.errors import Expired, NotFound, TooLarge
+from sealexports.exports import engine
+from sealexports.exports.request import ExportRequest
+from sealexports.jobs import lifecycle
+from sealexports.jobs.lifecycle import Status
+from sealexports.jobs.runner import request_for, run_export
+from sealexports.services import Services
+from sealexports.storage import jobs as store
+from sealexports.storage.accounts import Site
+from sealexports.storage.database import connect
+from sealexports.storage.deadline import Deadline
+
+FIRST_CHUNKS = 2  # a raw export's header, then its first rows
+LINK_EXPIRED = "this download link has expired; create a new export"
+
+
+@dataclass(frozen=True)
+class Started:
+    """A new job, and the estimate it was planned with. `background`: it was queued for a
+    worker (`job` is as created: pending); else it ran during the call, and is completed, failed,
+    or pending again if a disconnect or a shutdown stopped it (then it is queued too)."""
+
+    job: store.JobRecord
+    estimate: engine.Estimate
+    background: bool
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    file_name: str
+    media_type: str
+
+
+@dataclass
+class ExportStream:
+    """A small export's bytes: `first` already made, the rest from `chunks`, on `conn` (the
+    stream's own connection, closed by `close`)."""
+
+    conn: sqlite3.Connection
+    chunks: Generator[bytes, None, None]
+    first: list[bytes]
+    file_name: str
+    media_type: str
+
+    def close(self) -> None:
+        self.chunks.close()
+        self.conn.close()
+
+
+def estimate(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> engine.Estimate:
+    """Rows, bytes and time the export would take, without creating a job. Past the deadline
+    while counting a filtered aggregate's real rows, its upper bound stands."""
+    max_rows = services.settings.plans[site.account.plan].max_rows
+    return engine.estimate_within(
+        services.db.get(), req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
+    )
+
+
+def start_export(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> Started:
+    """Estimate, check the plan (size, stored bytes, running exports) and create the job; under
+    the sync row limit run it now (within `deadline`), else queue it."""
+    est = estimate(services, site, req, deadline)
+    conn = services.db.get()
+    # A small export is created claimed by this process, so no worker takes it meanwhile.
+    lease = None if est.will_use_background_job else services.queue.lease
+    job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
+    if lease is None:
+        services.queue.enqueue(job.job_id)
+        # The job as created (pending): a worker may have claimed it already, any worker on any
+        # doorbell, and the answer should not depend on that race.
+        return Started(job, est, background=True)
+    run_export(
+        conn,
+        services.settings.exports_dir,
+        services.tokens,
+        job.job_id,
+        lease.owner,
+        deadline=deadline,
+        formula_guard=services.settings.csv_formula_guard,
+    )
+    job = store.get_job(conn, job.job_id)
+    if job.status == Status.PENDING:  # stopped by a disconnect or a shutdown: a worker finishes it
+        services.queue.enqueue(job.job_id)
+    return Started(job, est, background=False)
+
+
+def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> ExportStream:
+    """The export's bytes, for one under the sync row limit (TooLarge at or over it). The first
+    chunks are made here, so that a deadline passed in the query's first (for aggregates: only)
+    long step is an error, not a cut stream."""
+    est = engine.estimate_within(services.db.get(), req, deadline, services.settings.sync_row_limit)
+    if est.will_use_background_job:
+        raise TooLarge(f"Export too large for streaming ({est.estimated_rows:,} rows).")
+    conn = connect(services.settings.database, migrate=False)  # the stream's own
+    chunks = engine.chunks(conn, req)
+    try:
+        with deadline.running(conn):
+            first = list(itertools.islice(chunks, FIRST_CHUNKS))
+    except BaseException:
+        chunks.close()
+        conn.close()
+        raise
+    return ExportStream(conn, chunks, first, req.file_name, req.media_type)
+
+
+def site_job(services: Services, site: Site, job_id: str) -> store.JobRecord:
+    """The site's job (NotFound for another site's), expired first if its link has passed its time."""
+    conn = services.db.get()
+    job = _site_job(conn, site, job_id)
+    if not lifecycle.is_due(job):
+        return job
+    lifecycle.expire_job(conn, services.settings.exports_dir, job)
+    return store.get_job(conn, job_id)
+
+
+def list_jobs(
+    services: Services,
+    site: Site,
+    deadline: Deadline,
+    *,
+    limit: int,
+    offset: int,
+    include_expired: bool,
+) -> tuple[list[store.JobRecord], int]:
+    """A page of the site's jobs, newest first, and their total; links past their time expire first."""
+    conn = services.db.get()
+    lifecycle.expire_jobs(conn, services.settings.exports_dir)
+    with deadline.running(conn):
+        return store.list_jobs(
+            conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
+        )
+
+
+def delete_job(services: Services, site: Site, job_id: str) -> None:
+    """Cancel or delete the site's job (see `lifecycle.delete_job`)."""
+    conn = services.db.get()
+    lifecycle.delete_job(conn, services.settings.exports_dir, _site_job(conn, site, job_id))
+
+
+def open_download(services: Services, token: str) -> Download:
+    """The file a download token opens. NotFound for a forged or unknown token; Expired once the
+    link has passed its time (the job expires then) or the file is gone."""
+    conn = services.db.get()
+    job_id, expired = services.tokens.open(token)
+    job = store.find_job(conn, job_id)
+    if job is None or job.download_token != token:
+        raise NotFound("download link not found")
+    if expired or lifecycle.is_due(job):
+        lifecycle.expire_job(conn, services.settings.exports_dir, job)
+        raise Expired(LINK_EXPIRED)
+    if job.status == Status.EXPIRED:
+        raise Expired(LINK_EXPIRED)
+    path = services.settings.exports_dir / (job.file_name or "")
+    if job.status != Status.COMPLETED or not job.file_name or not path.is_file():
+        raise Expired("the export file is no longer available; create a new export")
+    req = request_for(job)
+    return Download(path, req.file_name, req.media_type)
+
+
+def _site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> store.JobRecord:
+    job = store.get_job(conn, job_id, account_id=site.account.id)
+    if job.site_id != site.site_id:
+        raise NotFound(f"export job {job_id!r} not found")
+    return job
