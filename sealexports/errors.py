@@ -51,11 +51,12 @@ class TooLarge(SealExportsError):
 
 
 class LimitReached(SealExportsError):
-    """A plan's concurrency limit is reached; retry after `retry_after` seconds."""
+    """A plan's limit is reached; retry after `retry_after` seconds (None: when the caller
+    likes, e.g. once a running export has finished)."""
 
     code = "limit_reached"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

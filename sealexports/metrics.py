@@ -22,8 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sealexports.jobs.lifecycle import Status
-from sealexports.storage.jobs import count_by_status
+from sealexports.storage.jobs import Status, count_by_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

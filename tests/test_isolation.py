@@ -37,6 +37,7 @@ OPERATIONS = {
     ("post", API), ("post", f"{API}/estimate"), ("post", f"{API}/stream"), ("get", API),
     ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
     ("get", f"{API}/download/{{download_token}}"),
+    ("head", f"{API}/download/{{download_token}}"),  # the GET handler: same token checks
 }  # fmt: skip
 
 

@@ -142,7 +142,7 @@ def test_raw_csv_cells_are_whole_and_guarded_against_formulas(
 def test_cancelling_an_export_leaves_no_files(
     nasty_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(raw, "FETCH_ROWS", 50)
+    monkeypatch.setattr(raw, "CHUNK_ROWS", 50)
     conn = connect(nasty_db)
     req = build_request("nasty", "microconversions", "csv", "2025-03-01", "2025-04-30")
     calls = []

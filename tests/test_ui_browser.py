@@ -26,10 +26,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from sealexports.jobs.lifecycle import Status, transition
+from sealexports.jobs.lifecycle import transition
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
-from sealexports.storage.jobs import set_progress
+from sealexports.storage.jobs import Status, set_progress
 from tests import live
 from tests.browser import chromium
 from tests.conftest import seed_demo

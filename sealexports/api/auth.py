@@ -11,7 +11,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 from litestar.types import Scope
 
-from sealexports.errors import Unauthorized
+from sealexports.errors import Forbidden, Unauthorized
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, check_key, record_use, use_is_due
 
@@ -53,7 +53,10 @@ async def _authenticated(request: Request[Any, Any, Any], services: Services, sc
 
 def _check(services: Services, key: str, scope: str) -> Account:
     conn = services.db.get()
-    credential = check_key(conn, key, scope=scope)
+    try:
+        credential = check_key(conn, key, scope=scope)
+    except Forbidden as e:
+        raise Forbidden(f"{e.message} (sealexports keys create --scope {scope})") from None
     if use_is_due(credential.last_used_at):  # at most once a minute a key
         try:
             record_use(conn, credential.key_id)

@@ -38,6 +38,7 @@ STATUS: dict[type[errors.SealExportsError], int] = {
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
           422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+RETRY_AFTER_SECONDS = 5  # for a limit that gives no time of its own (running exports finish)
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -79,7 +80,9 @@ def error_response(
 
 def domain_error(request: Request[Any, Any, Any], exc: errors.SealExportsError) -> Response[Any]:
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.LimitReached) else None
+    headers = None
+    if isinstance(exc, errors.LimitReached):
+        headers = {"Retry-After": str(exc.retry_after or RETRY_AFTER_SECONDS)}
     return error_response(request, status, exc.message, code=exc.code, detail=exc.detail, headers=headers)
 
 

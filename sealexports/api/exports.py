@@ -18,16 +18,25 @@ from litestar.response.file import ASGIFileResponse
 
 from sealexports.api import openapi, proxy
 from sealexports.api.params import AccountId, SiteId, site_of
-from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
+from sealexports.api.schemas import (
+    EXPORT_TYPE_NAMES,
+    FORMAT_NAMES,
+    STATUS_NAMES,
+    CreateOut,
+    EstimateOut,
+    ExportBody,
+    JobOut,
+    JobSummary,
+    ListOut,
+)
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import TooLarge
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import service
-from sealexports.jobs.lifecycle import Status
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, Site
-from sealexports.storage.jobs import JobRecord
+from sealexports.storage.jobs import JobRecord, Status
 
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
@@ -79,12 +88,12 @@ def job_out(services: Services, job: JobRecord, request: Req) -> JobOut:
         id=job.id,
         job_id=job.job_id,
         site_id=job.site_id,
-        export_type=job.export_type,  # type: ignore[arg-type]
-        format=job.format,  # type: ignore[arg-type]
+        export_type=EXPORT_TYPE_NAMES[job.export_type],
+        format=FORMAT_NAMES[job.format],
         date_from=job.date_from,
         date_to=job.date_to,
         filters=json.loads(job.filters),
-        status=job.status,  # type: ignore[arg-type]
+        status=STATUS_NAMES[job.status],
         estimated_rows=job.estimated_rows,
         actual_rows=job.actual_rows,
         file_size_bytes=job.file_size_bytes,
@@ -111,7 +120,7 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
         estimated_rows=est.estimated_rows,
         estimated_size_bytes=est.estimated_size_bytes,
         estimated_size_human=est.estimated_size_human,
-        recommended_format=est.recommended_format,  # type: ignore[arg-type]
+        recommended_format=FORMAT_NAMES[est.recommended_format],
         will_use_background_job=est.will_use_background_job,
         estimated_duration_seconds=est.estimated_duration_seconds,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -13,6 +13,11 @@ ExportTypeName = Literal[
 ]  # fmt: skip
 FormatName = Literal["csv", "json"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
+# The library's names as the literals above: tests/test_schemas.py ties each to its source
+# (exports.types.EXPORT_TYPES, exports.types.FORMATS, storage.jobs.Status).
+EXPORT_TYPE_NAMES: dict[str, ExportTypeName] = {name: name for name in get_args(ExportTypeName)}
+FORMAT_NAMES: dict[str, FormatName] = {name: name for name in get_args(FormatName)}
+STATUS_NAMES: dict[str, StatusName] = {name: name for name in get_args(StatusName)}
 Date = Annotated[
     str, Meta(description="A date as YYYY-MM-DD, in the site's time zone.", examples=["2025-01-01"])
 ]

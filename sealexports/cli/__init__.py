@@ -17,7 +17,7 @@ import click
 
 from sealexports import __version__
 from sealexports.config import Settings, load_settings
-from sealexports.errors import SealExportsError
+from sealexports.errors import SchemaOutdated, SealExportsError
 from sealexports.storage.database import connect
 from sealexports.storage.upgrades import Upgrade, migrate, require_current
 
@@ -38,6 +38,11 @@ class State:
             conn = self.existing()
             try:
                 require_current(conn, self.settings.database)
+            except SchemaOutdated as e:
+                conn.close()
+                raise click.ClickException(
+                    f"{e.message}; run `sealexports migrate` (it takes a backup first)"
+                ) from e
             except BaseException:
                 conn.close()
                 raise
@@ -115,10 +120,7 @@ def cli(ctx: click.Context, config_file: str | None, db: str | None) -> None:
         sealexports seed --end 2025-03-31 && sealexports export --site demo --type sources \\
             --from 2025-03-01 --to 2025-03-31
     """
-    try:
-        settings = load_settings(config_file)
-    except SealExportsError as e:
-        raise click.ClickException(e.message) from e
+    settings = load_settings(config_file)  # a SealExportsError is an `Error:` line (Group.invoke)
     if db:
         settings = settings.replace(database=Path(db))
     ctx.obj = State(settings)

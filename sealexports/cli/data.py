@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
-from sealexports.errors import SealExportsError
+from sealexports.errors import InvalidEvents, SealExportsError
 from sealexports.exports import engine, split
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
@@ -145,7 +145,14 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
         lines = meter.lines(fh)
         items = csv_items(lines) if fmt == "csv" else ndjson_items(lines)
         with _Phases(silent, size, meter) as progress:
-            report = import_events(state.conn, target, items, skip_invalid=skip_invalid, progress=progress)
+            try:
+                report = import_events(
+                    state.conn, target, items, skip_invalid=skip_invalid, progress=progress
+                )
+            except InvalidEvents as e:
+                if not e.errors:  # the input as a whole is unreadable: skipping lines would not help
+                    raise
+                raise click.ClickException(f"{e.message} (fix the input, or use --skip-invalid)") from e
     if not silent:
         click.echo(_import_summary(report, time.perf_counter() - started), err=True)
 

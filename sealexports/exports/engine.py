@@ -24,11 +24,10 @@ from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
 from sealexports.exports import raw, split
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
-from sealexports.exports.writers import chunks_for
+from sealexports.exports.writers import CHUNK_ROWS, chunks_for
 from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, make_private_dir, take_slow_regex
 from sealexports.storage.deadline import Deadline
 
-FETCH_ROWS = 2000
 ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
 
 
@@ -57,7 +56,7 @@ def rows(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Sequence[Any]
     cursor = conn.execute(sql, params)
     kind = req.type.kind
     if kind in ("events", "pages"):
-        while batch := cursor.fetchmany(FETCH_ROWS):
+        while batch := cursor.fetchmany(CHUNK_ROWS):
             yield from batch
         return
     if kind == "dimension":
@@ -104,7 +103,7 @@ def _percent(part: int, whole: int) -> float:
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, None, None]:
     """The export file's bytes, a chunk at a time."""
     if req.type.kind == "events":
-        source: Iterator[bytes] = (data for data, _ in raw.chunks(conn, req))
+        source: Iterator[bytes] = (data for data, _ in raw.pieces(conn, req))
     else:
         source = chunks_for(req.format, req.type.columns, rows(conn, req), formula_guard=req.formula_guard)
     with slow_regex_is_bad_input():
@@ -114,7 +113,7 @@ def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, Non
 def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
     """(bytes, rows in them) for writing a file."""
     if req.type.kind == "events":
-        yield from raw.chunks(conn, req)
+        yield from raw.pieces(conn, req)
         return
     counter = _Counter(rows(conn, req))
     done = 0
@@ -305,11 +304,19 @@ def _estimate(req: ExportRequest, n: int, sync_row_limit: int, *, exact: bool) -
         estimated_rows=n,
         estimated_size_bytes=size,
         estimated_size_human=human_size(size),
-        recommended_format="csv",
+        recommended_format=recommend_format(n),
         will_use_background_job=n >= sync_row_limit,
         estimated_duration_seconds=max(1, math.ceil(n / ROWS_PER_SECOND)),
         exact=exact,
     )
+
+
+def recommend_format(rows: int) -> str:
+    """The format we suggest for an export of `rows` rows. Of csv and json, csv at every size:
+    its files are about half as large (no key repeated on every row), it streams into every
+    spreadsheet and database loader, and no export type has nested values that only JSON could
+    hold. A rule by size belongs here once a format does better on large files (e.g. parquet)."""
+    return "csv"
 
 
 def human_size(n: int) -> str:

@@ -19,9 +19,8 @@ from collections.abc import Generator, Iterator
 
 from sealexports.exports.queries import event_line_query, event_row_query
 from sealexports.exports.request import ExportRequest
-from sealexports.exports.writers import csv_line
+from sealexports.exports.writers import CHUNK_ROWS, csv_line
 
-FETCH_ROWS = 2000
 Pieces = Generator[tuple[bytes, int], None, None]  # (bytes, rows in them)
 
 
@@ -41,7 +40,7 @@ def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, 
     """The rows: CSV lines ending in CRLF, or JSON objects each after ',\\n'."""
     cursor = conn.execute(*event_line_query(req))
     commas = len(req.type.columns) - 1
-    while batch := cursor.fetchmany(FETCH_ROWS):
+    while batch := cursor.fetchmany(CHUNK_ROWS):
         n = len(batch)
         if req.format == "json":
             yield b",\n" + b",\n".join([r[0] for r in batch]), n
@@ -83,7 +82,7 @@ def _csv_line(
     return csv_line(req.type.columns, row, formula_guard=req.formula_guard).encode()
 
 
-def assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: bool = True) -> Pieces:
+def assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]]) -> Pieces:
     """Header, rows, closing: CSV has a header row; JSON is `[` rows `]`."""
     if req.format == "csv":
         yield (",".join(req.type.header) + "\r\n").encode(), 0
@@ -94,9 +93,9 @@ def assemble(req: ExportRequest, parts: Iterator[tuple[bytes, int]], *, close: b
         if empty:
             data, empty = b"[\n" + data[2:], False
         yield data, n
-    if close:
-        yield (b"[]\n" if empty else b"\n]\n"), 0
+    yield (b"[]\n" if empty else b"\n]\n"), 0
 
 
-def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Pieces:
+def pieces(conn: sqlite3.Connection, req: ExportRequest) -> Pieces:
+    """The export file as (bytes, rows in them), a batch of rows at a time."""
     return assemble(req, body(conn, req))

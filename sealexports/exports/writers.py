@@ -21,7 +21,7 @@ import orjson
 
 from sealexports.exports.types import Column
 
-CHUNK_ROWS = 2000
+CHUNK_ROWS = 2000  # rows fetched, and written, per chunk: every export path uses this one
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a formula
 
 

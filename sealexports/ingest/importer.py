@@ -108,7 +108,7 @@ def _fail(log: ErrorLog) -> InvalidEvents:
     more = log.count - min(len(first), SHOWN)
     tail = f"; and {more:,} more bad line{'s' if more > 1 else ''}" if more else ""
     return InvalidEvents(
-        f"{shown}{tail}; nothing was imported (fix the input, or use --skip-invalid)",
+        f"{shown}{tail}; nothing was imported",
         errors=[(r.line, r.field, r.message) for r in first],
         count=log.count,
     )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from sealexports.ingest.event import Event
 from sealexports.storage.events import VISIT_DIMENSIONS, Conversion, PageView, Visit
 from sealexports.storage.imports import StoredVisit
+from sealexports.storage.timestamps import iso
 
 GAP_SECONDS = 30 * 60
 Lookup = Callable[[list[str]], dict[str, StoredVisit]]
@@ -58,7 +59,7 @@ class Stitched:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(datetime.fromtimestamp(ts, UTC))
 
 
 def _continuation(visit: Visit) -> Visit:

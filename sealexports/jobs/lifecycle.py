@@ -13,7 +13,6 @@ import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,11 @@ from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs.leases import Lease
 from sealexports.storage import jobs as store
-from sealexports.storage.accounts import Site, now_iso
+from sealexports.storage.accounts import Site
+from sealexports.storage.jobs import Status
+from sealexports.storage.timestamps import iso, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
-
-
-class Status(StrEnum):
-    PENDING = "pending"
-    ESTIMATING = "estimating"
-    GENERATING = "generating"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXPIRED = "expired"
 
 
 ALLOWED: dict[Status, frozenset[Status]] = {
@@ -45,7 +37,6 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.EXPIRED: frozenset(),
 }
-RUNNING = (Status.ESTIMATING, Status.GENERATING)
 
 
 def transition(
@@ -122,14 +113,14 @@ def _check_stored_bytes(conn: sqlite3.Connection, site: Site, limit: int) -> Non
     """LimitReached (429) once the account's live export files reach its plan's quota; it can
     retry when the oldest expires (or after deleting exports)."""
     now = datetime.now(UTC)
-    stored, first_expiry = store.stored_bytes(conn, site.account.id, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    stored, first_expiry = store.stored_bytes(conn, site.account.id, iso(now))
     if stored < limit or first_expiry is None:
         return
-    wait = datetime.strptime(first_expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - now
+    wait = parse_iso(first_expiry) - now
     raise LimitReached(
         f"the account stores {human_size(stored)} of export files ({stored:,} bytes) and its "
         f"{site.account.plan} plan allows {human_size(limit)} ({limit:,} bytes); the oldest expires "
-        f"at {first_expiry}. Delete exports you have downloaded (DELETE /api/v1/exports/{{job_id}}) "
+        f"at {first_expiry}. Delete exports you have downloaded "
         "or wait until then",
         retry_after=max(1, math.ceil(wait.total_seconds())),
     )

@@ -20,11 +20,12 @@ from sealexports.errors import Cancelled, Interrupted, SealExportsError
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs.leases import Lease
-from sealexports.jobs.lifecycle import RUNNING, Status, remove_file, transition
+from sealexports.jobs.lifecycle import remove_file, transition
 from sealexports.storage import jobs as store
-from sealexports.storage.accounts import now_iso
 from sealexports.storage.database import connect
 from sealexports.storage.deadline import Deadline
+from sealexports.storage.jobs import RUNNING, Status
+from sealexports.storage.timestamps import iso, now_iso
 from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,8 @@ def _run(
         file_name=dest.name,
         progress_percent=100,
         download_token=tokens.sign(job_id),
-        completed_at=completed.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        download_expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        completed_at=iso(completed),
+        download_expires_at=iso(expires),
     )
     if not done:  # deleted (or taken over after a lapsed lease) between the last chunk and now
         if store.find_job(conn, job_id) is None:

@@ -17,13 +17,13 @@ from sealexports.errors import Expired, NotFound, TooLarge
 from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs import lifecycle
-from sealexports.jobs.lifecycle import Status
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.services import Services
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import connect
 from sealexports.storage.deadline import Deadline
+from sealexports.storage.jobs import Status
 
 FIRST_CHUNKS = 2  # a raw export's header, then its first rows
 LINK_EXPIRED = "this download link has expired; create a new export"

@@ -6,7 +6,6 @@ import hashlib
 import re
 import secrets
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sealexports.config import PLAN_NAMES
 from sealexports.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sealexports.storage.database import transaction
+from sealexports.storage.timestamps import iso, now_iso
 
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 KEY_PREFIX_LEN = 12
@@ -63,10 +63,6 @@ class Credential:
 
 USE_RECORD_SECONDS = 60  # last_used_at is written at most once a minute a key
 DEMO_KEY = "demo_key"  # the `meta` row that keeps `serve --demo`'s key
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def create_site(
@@ -227,7 +223,7 @@ def check_key(conn: sqlite3.Connection, key: str, scope: str | None = None) -> C
     if scope is not None and row[4] != scope:
         raise Forbidden(
             f"this API key has the {row[4]!r} scope, for {_SCOPE_USE[row[4]]}; {_SCOPE_USE[scope]} "
-            f"needs a key with the {scope!r} scope (sealexports keys create --scope {scope})"
+            f"needs a key with the {scope!r} scope"
         )
     return Credential(Account(*row[:4]), row[5], row[6])
 
@@ -237,18 +233,18 @@ def use_is_due(last_used_at: str | None) -> bool:
     (Compares the ISO strings: on every request, this must cost next to nothing.)"""
     if last_used_at is None:
         return True
-    return last_used_at <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - USE_RECORD_SECONDS))
+    return last_used_at <= now_iso(plus_seconds=-USE_RECORD_SECONDS)
 
 
 def record_use(conn: sqlite3.Connection, key_id: int) -> bool:
     """Set the key's last_used_at to now, unless another request did within the minute."""
     now = datetime.now(UTC)
-    before = (now - timedelta(seconds=USE_RECORD_SECONDS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = iso(now - timedelta(seconds=USE_RECORD_SECONDS))
     with transaction(conn):
         cur = conn.execute(
             "UPDATE api_keys SET last_used_at = ? "
             "WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
-            [now.strftime("%Y-%m-%dT%H:%M:%SZ"), key_id, before],
+            [iso(now), key_id, before],
         )
     return cur.rowcount == 1
 

@@ -38,8 +38,7 @@ def require_current(conn: sqlite3.Connection, path: str | Path) -> None:
     waiting = pending(conn)
     if waiting:
         raise SchemaOutdated(
-            f"the database {path} needs migrating ({len(waiting)} pending: {', '.join(waiting)}); "
-            "run `sealexports migrate` (it takes a backup first)"
+            f"the database {path} needs migrating ({len(waiting)} pending: {', '.join(waiting)})"
         )
 
 
