@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input: the field at fault (None: the item as a whole), why, and,
+    in input of many items, where: the line of a file or the index in a batch (from 0)."""
+
+    field: str | None
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+    def detail(self) -> dict[str, Any]:
+        """The one shape of every `error.detail` item."""
+        return {"field": self.field, "line": self.line, "message": self.message}
 
 
 class SealExportsError(Exception):
@@ -25,9 +43,14 @@ class InvalidRequest(SealExportsError):
 
     code = "invalid_request"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message, detail=[{"field": field, "message": message}] if field else None)
+    def __init__(
+        self, message: str, *, field: str | None = None, problems: list[Problem] | None = None
+    ) -> None:
+        if problems is None:
+            problems = [Problem(field, message)] if field else []
+        super().__init__(message, detail=[p.detail() for p in problems] or None)
         self.field = field
+        self.problems = problems
 
 
 class NotFound(SealExportsError):
@@ -94,16 +117,14 @@ class Cancelled(SealExportsError):
 
 
 class InvalidEvents(InvalidRequest):
-    """An import with bad events: nothing of it was written. `errors` holds the first few
-    (line, field, message) found, in line order; `count` how many there were in all."""
+    """An import with bad events: nothing of it was written. `problems` holds the first few
+    found, in line order (none: the input as a whole is unreadable); `count` how many in all."""
 
     code = "invalid_events"
 
-    def __init__(self, message: str, *, errors: list[tuple[int, str | None, str]], count: int) -> None:
-        super().__init__(message)
-        self.errors = errors
+    def __init__(self, message: str, *, problems: list[Problem], count: int) -> None:
+        super().__init__(message, problems=problems)
         self.count = count
-        self.detail = [{"line": line, "field": f, "message": m} for line, f, m in errors]
 
 
 class SchemaOutdated(SealExportsError):

@@ -88,18 +88,13 @@ def domain_error(request: Request[Any, Any, Any], exc: errors.SealExportsError) 
 
 def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Litestar's body and parameter validation: 422, listing each bad field."""
-    fields = [
-        {"field": e.get("key"), "source": e.get("source"), "message": e.get("message")}
+    problems = [
+        errors.Problem(e.get("key"), str(e.get("message")))
         for e in (exc.extra if isinstance(exc.extra, list) else [])
         if isinstance(e, dict)
     ]
-    if fields:
-        message = "; ".join(
-            f"{f['field']}: {f['message']}" if f["field"] else str(f["message"]) for f in fields
-        )
-    else:
-        message = exc.detail
-    return error_response(request, 422, message, detail=fields or None)
+    message = "; ".join(map(str, problems)) if problems else exc.detail
+    return error_response(request, 422, message, detail=[p.detail() for p in problems] or None)
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -32,7 +32,9 @@ def _out(report: BatchReport) -> EventsOut:
         rejected=len(report.rejected),
         duplicates=report.duplicates,
         visits_created=report.counts.visits,
-        errors=[RejectedEventOut(index=r.line, field=r.field, message=r.message) for r in report.rejected],
+        errors=[
+            RejectedEventOut(index=r.line or 0, field=r.field, message=r.message) for r in report.rejected
+        ],
     )
 
 

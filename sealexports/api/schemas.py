@@ -106,10 +106,18 @@ class ListOut(msgspec.Struct):
     total: Annotated[int, Meta(description="How many jobs match, over all pages.")]
 
 
+class ProblemOut(msgspec.Struct):
+    field: Annotated[str | None, Meta(description="The field at fault; null: the whole input.")]
+    line: Annotated[int | None, Meta(description="Where, in input of many items; else null.")]
+    message: Annotated[str, Meta(description="What is wrong with it.")]
+
+
 class ErrorInfo(msgspec.Struct):
     code: Annotated[str, Meta(description="Stable machine-readable error code.")]
     message: Annotated[str, Meta(description="What went wrong.")]
-    detail: Annotated[Any, Meta(description="Structured context, e.g. the invalid fields.")] = None
+    detail: Annotated[
+        list[ProblemOut] | None, Meta(description="For invalid input, each problem found; else null.")
+    ] = None
 
 
 class ErrorOut(msgspec.Struct):

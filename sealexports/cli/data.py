@@ -150,7 +150,7 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
                     state.conn, target, items, skip_invalid=skip_invalid, progress=progress
                 )
             except InvalidEvents as e:
-                if not e.errors:  # the input as a whole is unreadable: skipping lines would not help
+                if not e.problems:  # the input as a whole is unreadable: skipping lines would not help
                     raise
                 raise click.ClickException(f"{e.message} (fix the input, or use --skip-invalid)") from e
     if not silent:

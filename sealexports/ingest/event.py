@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from sealexports import normal
+from sealexports.errors import Problem
 from sealexports.ingest.useragent import parse_user_agent
 
 KINDS = ("pageview", "conversion", "microconversion")
@@ -44,12 +45,16 @@ _NORMALISED = ("visitor", "referrer", "country", "device_type")  # in the canoni
 
 
 class EventError(ValueError):
-    """A bad event: `field` (or None for the event as a whole) and what is wrong with it."""
+    """Raised for a bad event (or input): `field` (None: the whole) and what is wrong with it."""
 
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+
+    def at(self, line: int) -> Problem:
+        """The problem, found at `line` (a file's line, a batch's index)."""
+        return Problem(self.field, self.message, line)
 
 
 @dataclass(slots=True)

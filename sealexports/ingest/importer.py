@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
-from sealexports.errors import InvalidEvents, TooLarge
+from sealexports.errors import InvalidEvents, Problem, TooLarge
 from sealexports.ingest.event import Event, EventError, parse_event
 from sealexports.ingest.readers import Item
-from sealexports.ingest.stitcher import Rejection, Stitched, Stitcher
+from sealexports.ingest.stitcher import Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import transaction
@@ -43,17 +43,18 @@ class ErrorLog:
     def __init__(self, keep: int = MAX_REPORTED) -> None:
         self.keep = keep
         self.count = 0
-        self._heap: list[tuple[int, int, Rejection]] = []  # max-heap on line, via negation
+        self._heap: list[tuple[int, int, Problem]] = []  # max-heap on line, via negation
 
-    def add(self, rejection: Rejection) -> None:
+    def add(self, rejection: Problem) -> None:
         self.count += 1
-        entry = (-rejection.line, self.count, rejection)
+        line = rejection.line or 0
+        entry = (-line, self.count, rejection)
         if len(self._heap) < self.keep:
             heapq.heappush(self._heap, entry)
-        elif rejection.line < -self._heap[0][0]:
+        elif line < -self._heap[0][0]:
             heapq.heapreplace(self._heap, entry)
 
-    def first(self) -> list[Rejection]:
+    def first(self) -> list[Problem]:
         return [r for _, _, r in sorted(self._heap, key=lambda x: (-x[0], x[1]))]
 
 
@@ -65,14 +66,14 @@ class ImportReport:
     duplicates: int = 0  # taken in before, or twice in the input
     imported: int = 0  # events written
     counts: InsertCounts = field(default_factory=InsertCounts)
-    errors: list[Rejection] = field(default_factory=list)  # the first bad lines, by line
+    errors: list[Problem] = field(default_factory=list)  # the first bad lines, by line
 
 
 @dataclass
 class BatchReport:
     accepted: int = 0
     duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)  # by index
+    rejected: list[Problem] = field(default_factory=list)  # by index
     counts: InsertCounts = field(default_factory=InsertCounts)
 
 
@@ -99,7 +100,7 @@ def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
     try:
         yield from items
     except EventError as e:
-        raise InvalidEvents(f"{e}; nothing was imported", errors=[], count=1) from None
+        raise InvalidEvents(f"{e}; nothing was imported", problems=[], count=1) from None
 
 
 def _fail(log: ErrorLog) -> InvalidEvents:
@@ -109,7 +110,7 @@ def _fail(log: ErrorLog) -> InvalidEvents:
     tail = f"; and {more:,} more bad line{'s' if more > 1 else ''}" if more else ""
     return InvalidEvents(
         f"{shown}{tail}; nothing was imported",
-        errors=[(r.line, r.field, r.message) for r in first],
+        problems=first,
         count=log.count,
     )
 
@@ -165,12 +166,12 @@ def import_events(
         for item in _fatal_as_invalid(items):
             report.records += 1
             if item.data is None:
-                log.add(Rejection(item.line, None, item.error or "bad record"))
+                log.add(Problem(None, item.error or "bad record", item.line))
                 continue
             try:
                 rows.append(_stage_row(parse_event(item.data, item.line)))
             except EventError as e:
-                log.add(Rejection(item.line, e.field, e.message))
+                log.add(e.at(item.line))
                 continue
             if len(rows) >= window:
                 staged += staging.add(rows)
@@ -237,12 +238,12 @@ def ingest_batch(
         if n > max_events:
             raise TooLarge(f"a batch takes at most {max_events:,} events; send the rest in another")
         if item.data is None:
-            report.rejected.append(Rejection(item.line, None, item.error or "bad event"))
+            report.rejected.append(Problem(None, item.error or "bad event", item.line))
             continue
         try:
             event = parse_event(item.data, item.line)
         except EventError as e:
-            report.rejected.append(Rejection(item.line, e.field, e.message))
+            report.rejected.append(e.at(item.line))
             continue
         if event.event_id in seen:
             report.duplicates += 1
@@ -254,6 +255,6 @@ def ingest_batch(
         written = write_window(conn, site, Stitcher(_lookup(conn, site)), events)
     report.duplicates += written.duplicates
     report.accepted = len(written.stitched.accepted)
-    report.rejected = sorted(report.rejected + written.stitched.rejected, key=lambda r: r.line)
+    report.rejected = sorted(report.rejected + written.stitched.rejected, key=lambda r: r.line or 0)
     report.counts = written.counts
     return report

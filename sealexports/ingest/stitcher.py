@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sealexports.errors import Problem
 from sealexports.ingest.event import Event
 from sealexports.storage.events import VISIT_DIMENSIONS, Conversion, PageView, Visit
 from sealexports.storage.imports import StoredVisit
@@ -25,18 +26,6 @@ from sealexports.storage.timestamps import iso
 
 GAP_SECONDS = 30 * 60
 Lookup = Callable[[list[str]], dict[str, StoredVisit]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An event not taken in: its line (file) or index (batch), the field at fault, and why."""
-
-    line: int
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 @dataclass(slots=True)
@@ -54,7 +43,7 @@ class Open:
 class Stitched:
     visits: list[Visit]  # the parts that have events: new visits, and continuations of stored ones
     accepted: list[Event]
-    rejected: list[Rejection]
+    rejected: list[Problem]  # each with its line
     latest: dict[str, Open] = field(default_factory=dict)  # each key's latest visit, for keys with events
 
 
@@ -100,7 +89,7 @@ class Stitcher:
             st = opens.get(e.key)
             if st is not None:
                 if e.ts < st.started:
-                    out.rejected.append(Rejection(e.line, "ts", self._early(e, st)))
+                    out.rejected.append(Problem("ts", self._early(e, st), e.line))
                     continue
                 if not st.explicit and e.ts - st.last > GAP_SECONDS:
                     st = None  # the visitor's visit has ended
@@ -147,16 +136,16 @@ class Stitcher:
         )
 
     @staticmethod
-    def _orphan(e: Event) -> Rejection:
+    def _orphan(e: Event) -> Problem:
         if e.key.startswith("v:"):
-            return Rejection(
-                e.line,
+            return Problem(
                 "visit_id",
                 f"visit {e.key[2:]!r} has no page view before this {e.kind}: a visit starts with one",
+                e.line,
             )
-        return Rejection(
-            e.line,
+        return Problem(
             "visitor",
             f"no visit open for this visitor: a {e.kind} must follow a page view of the visitor "
             "by at most 30 minutes of inactivity",
+            e.line,
         )
