@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from sealexports.storage.events import Conversion, PageView, Visit
+from sealexports.storage.visits import Conversion, PageView, Visit
 
 T = TypeVar("T")
 DEFAULT_DAYS = 90

@@ -22,7 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sealexports.storage.jobs import Status, count_by_status
+from sealexports.storage.export_jobs import Status, count_by_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

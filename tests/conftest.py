@@ -14,7 +14,7 @@ import pytest
 from sealexports import demo
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import Visit, insert_visits
+from sealexports.storage.visits import Visit, insert_visits
 from tests.apps import ApiFactory
 
 # A small demo site whose range crosses the spring DST change in Europe/Madrid (2025-03-30).

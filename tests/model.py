@@ -22,7 +22,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sealexports.storage.events import Visit
+from sealexports.storage.visits import Visit
 
 # --- The contract's columns, written out from design.md (not imported from the package) ---------
 

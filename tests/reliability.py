@@ -15,10 +15,10 @@ import requests
 
 from sealexports.exports import engine
 from sealexports.jobs.runner import request_for
-from sealexports.storage import jobs as store
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import create_key, get_site
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import insert_visits
+from sealexports.storage.visits import insert_visits
 from tests.conftest import DemoDB, seed_demo
 
 RUNNING = ("pending", "estimating", "generating")
@@ -84,16 +84,18 @@ def get_job(api: str, key: str, job_id: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def all_jobs(db: Path) -> list[store.JobRecord]:
+def all_jobs(db: Path) -> list[export_jobs.JobRecord]:
     """Every job, read straight from the database (what the server says is not the test)."""
     conn = connect(db, migrate=False)
     try:
-        return store.jobs_in(conn, ("pending", "estimating", "generating", "completed", "failed", "expired"))
+        return export_jobs.jobs_in(
+            conn, ("pending", "estimating", "generating", "completed", "failed", "expired")
+        )
     finally:
         conn.close()
 
 
-def wait_settled(db: Path, timeout: float) -> list[store.JobRecord]:
+def wait_settled(db: Path, timeout: float) -> list[export_jobs.JobRecord]:
     """Wait until no job is pending, estimating or generating; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -115,7 +117,7 @@ class Expected:
         self.db = db
         self._cache: dict[tuple[str, ...], tuple[str, int]] = {}
 
-    def __call__(self, job: store.JobRecord) -> tuple[str, int]:
+    def __call__(self, job: export_jobs.JobRecord) -> tuple[str, int]:
         k = (job.export_type, job.format, job.date_from, job.date_to, job.filters)
         if k not in self._cache:
             conn = connect(self.db, migrate=False)

@@ -25,7 +25,7 @@ from sealexports import __version__
 from sealexports.api.app import create_app
 from sealexports.config import DEFAULT_PLANS, Plan, Settings
 from sealexports.exports.engine import human_size
-from sealexports.storage import jobs as job_store
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import revoke_key
 from sealexports.storage.database import secret_key
 from sealexports.tokens import DownloadTokens
@@ -148,7 +148,7 @@ def assert_completed_download(api: Api, job: dict[str, Any], body: dict[str, Any
     assert job["file_size_bytes"] == len(content)
     assert job["file_size_human"] == human_size(len(content))
     with api.conn() as conn:
-        record = job_store.get_job(conn, job["job_id"])
+        record = export_jobs.get_job(conn, job["job_id"])
     assert record.sha256 == hashlib.sha256(content).hexdigest()
     assert record.file_name is not None
     assert (api.settings.exports_dir / record.file_name).read_bytes() == content
@@ -448,7 +448,7 @@ def test_download_after_ttl_answers_410_and_job_expired(make: ApiFactory, small:
     job = api.created(api.body("sources"))["job"]
     url = job["download_url"]
     with api.conn() as conn:
-        file_name = job_store.get_job(conn, job["job_id"]).file_name
+        file_name = export_jobs.get_job(conn, job["job_id"]).file_name
     assert file_name and (api.settings.exports_dir / file_name).is_file()
     assert api.download(url).status_code == 200  # within the TTL
     deadline = time.monotonic() + 10

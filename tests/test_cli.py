@@ -21,7 +21,7 @@ from sealexports.errors import Unauthorized
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
-from sealexports.storage.events import ANALYTICS_TABLES
+from sealexports.storage.visits import ANALYTICS_TABLES
 
 SEED_ARGS = ["seed", "--site", "demo", "--days", "5", "--visits", "500", "--end", "2025-03-31", "--silent"]
 RANGE = ["--from", "2025-03-27", "--to", "2025-03-31"]
@@ -615,7 +615,7 @@ def test_a_raw_export_in_two_processes_is_the_same_bytes(
     from sealexports.exports import split
     from sealexports.exports.request import build_request
     from sealexports.storage.database import transaction
-    from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+    from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
 
     db = tmp_path / "hostile.db"
     conn = connect(db, migrate=False)

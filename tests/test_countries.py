@@ -15,7 +15,7 @@ from sealexports import normal
 from sealexports.countries import country_name
 from sealexports.exports import engine
 from sealexports.exports.request import build_request
-from sealexports.ingest.event import EventError, parse_event
+from sealexports.ingest.event_format import EventError, parse_event
 from tests.conftest import DemoDB
 
 

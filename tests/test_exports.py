@@ -27,7 +27,7 @@ from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
 from tests.conftest import DemoDB, seed_demo
 from tests.model import (
     DEC2_COLUMNS,

@@ -22,7 +22,7 @@ from sealexports.cli import cli
 from sealexports.config import Settings
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
 
 FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\ry"]
 RANGE = {"date_from": "2025-03-01", "date_to": "2025-03-31"}

@@ -734,7 +734,7 @@ def test_a_regex_that_backtracks_forever_is_a_422_not_a_hang(tmp_path: Path) -> 
     from sealexports.exports.request import build_request
     from sealexports.storage import accounts
     from sealexports.storage.database import connect, transaction
-    from sealexports.storage.events import PageView, Visit, insert_visits
+    from sealexports.storage.visits import PageView, Visit, insert_visits
 
     conn = connect(tmp_path / "redos.db")
     site = accounts.create_site(conn, "redos")

@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 
 from sealexports.api.app import create_app
 from sealexports.config import Plan, Settings
-from sealexports.ingest.event import FIELDS
+from sealexports.ingest.event_format import FIELDS
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from tests.conftest import say

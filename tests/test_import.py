@@ -26,7 +26,7 @@ from sealexports.exports.request import build_request
 from sealexports.ingest import import_events, ndjson_items
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
-from sealexports.storage.events import Conversion, PageView, Visit
+from sealexports.storage.visits import Conversion, PageView, Visit
 from tests.model import Model
 
 IPHONE = (
@@ -794,7 +794,7 @@ def test_existing_keys_become_read_only(tmp_path: Path) -> None:
 
 
 def test_the_json_schema_names_exactly_the_fields_of_the_format() -> None:
-    from sealexports.ingest.event import FIELDS, KINDS
+    from sealexports.ingest.event_format import FIELDS, KINDS
 
     schema = json.loads((Path(__file__).parent.parent / "docs" / "events.schema.json").read_text())
     assert set(schema["properties"]) == FIELDS

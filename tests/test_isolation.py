@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sealexports.storage import jobs as job_store
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import create_site, revoke_key
 from sealexports.storage.database import connect, secret_key
 from sealexports.tokens import DownloadTokens
@@ -247,7 +247,7 @@ def test_revoked_key_gets_401_on_every_endpoint(world: World, capsys: pytest.Cap
 
 def _file(api: Api, job_id: str) -> bytes:
     with api.conn() as conn:
-        record = job_store.get_job(conn, job_id)
+        record = export_jobs.get_job(conn, job_id)
     assert record.file_name
     return (api.settings.exports_dir / record.file_name).read_bytes()
 

@@ -21,8 +21,7 @@ from sealexports.exports.request import build_request
 from sealexports.jobs import lifecycle
 from sealexports.jobs.queue import JobQueue
 from sealexports.jobs.runner import reclaim
-from sealexports.storage import accounts
-from sealexports.storage import jobs as store
+from sealexports.storage import accounts, export_jobs
 from sealexports.storage.database import connect
 from sealexports.tokens import DownloadTokens
 from tests import live
@@ -67,12 +66,12 @@ def wait_for(what: Callable[[], bool], timeout: float, message: str) -> None:
         time.sleep(0.02)
 
 
-def generating_of(db: Path, pid: int) -> list[store.JobRecord]:
+def generating_of(db: Path, pid: int) -> list[export_jobs.JobRecord]:
     """Jobs generating under a lease of process `pid` (owner ids are host:pid:random)."""
     return [j for j in all_jobs(db) if j.status == "generating" and owner_pid(j) == pid]
 
 
-def check_all_completed(db: Path, exports: Path) -> list[store.JobRecord]:
+def check_all_completed(db: Path, exports: Path) -> list[export_jobs.JobRecord]:
     jobs = wait_settled(db, timeout=90)
     expected = Expected(db)
     for job in jobs:
@@ -169,14 +168,14 @@ def test_sigkilled_workers_jobs_are_taken_over_after_the_lease(
     )
 
 
-def owner_pid(job: store.JobRecord) -> int | None:
+def owner_pid(job: export_jobs.JobRecord) -> int | None:
     return None if job.lease_owner is None else int(job.lease_owner.split(":")[1])
 
 
 # --- the lease rules, with the time given ----------------------------------------------------------
 
 
-def make_job(conn: object, demo: DemoDB, settings: Settings) -> store.JobRecord:
+def make_job(conn: object, demo: DemoDB, settings: Settings) -> export_jobs.JobRecord:
     site = accounts.get_site(conn, demo.site.site_id)  # type: ignore[arg-type]
     req = build_request(site.site_id, "pages", "csv", str(demo.date_from), str(demo.date_to), {})
     est = engine.estimate(conn, req, settings.sync_row_limit)  # type: ignore[arg-type]
@@ -220,7 +219,7 @@ def test_reclaim_takes_only_lapsed_jobs_and_their_files(demo_db: DemoDB, tmp_pat
         assert jobs[job_id].status == "pending" and jobs[job_id].lease_owner is None
     assert sorted(p.name for p in exports.iterdir()) == sorted([f".{alive.job_id}.csv.x1.tmp", ".fresh.tmp"])
     # The live owner's heartbeat keeps its job; once it stops, the job lapses too.
-    assert store.renew_leases(conn, "h:1:a", t + 40) == 1
+    assert export_jobs.renew_leases(conn, "h:1:a", t + 40) == 1
     assert reclaim(conn, exports, t + 39, stray_after=30) == []
     assert reclaim(conn, exports, t + 41, stray_after=30) == [alive.job_id]
     conn.close()
@@ -247,7 +246,7 @@ def test_fair_claim_one_accounts_queue_does_not_hold_back_another(
         queue.enqueue(job.job_id)
         return job.job_id
 
-    def started() -> dict[str, store.JobRecord]:
+    def started() -> dict[str, export_jobs.JobRecord]:
         return {j.job_id: j for j in all_jobs(db) if j.claimed_at is not None}
 
     queue = JobQueue(settings, DownloadTokens("s" * 32, 60))

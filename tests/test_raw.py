@@ -17,7 +17,7 @@ from sealexports.exports.request import build_request
 from sealexports.exports.writers import chunks_for
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
 
 NASTY = [
     "plain", "with,comma", 'with "quotes"', "line\nbreak", "carriage\rreturn", "crlf\r\nboth",

@@ -16,7 +16,7 @@ from sealexports.exports.request import build_request
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
 from tests.conftest import DemoDB
 
 AGGREGATES = [name for name, t in EXPORT_TYPES.items() if t.kind != "events"]

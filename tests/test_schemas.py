@@ -15,7 +15,7 @@ from sealexports.api.schemas import (
 )
 from sealexports.exports.engine import recommend_format
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
-from sealexports.storage.jobs import Status
+from sealexports.storage.export_jobs import Status
 
 
 def test_export_type_literal_is_the_registry() -> None:

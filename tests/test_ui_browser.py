@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sealexports.jobs.lifecycle import transition
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
-from sealexports.storage.jobs import Status, set_progress
+from sealexports.storage.export_jobs import Status, set_progress
 from tests import live
 from tests.browser import chromium
 from tests.conftest import seed_demo

@@ -19,7 +19,7 @@ from sealexports.exports.queries import export_query
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
-from sealexports.storage.events import InsertCounts, insert_visits
+from sealexports.storage.visits import InsertCounts, insert_visits
 
 SITE = "demo"
 TIMEZONE = "Europe/Madrid"

@@ -17,7 +17,7 @@ from sealexports.api.params import AccountId, SiteId, site_slug
 from sealexports.api.schemas import EventsOut, RejectedEventOut
 from sealexports.errors import InvalidRequest, TooLarge
 from sealexports.ingest import BATCH_MAX_EVENTS, BatchReport, ingest_batch, json_array_items, ndjson_items
-from sealexports.ingest.event import EventError
+from sealexports.ingest.event_format import EventError
 from sealexports.ingest.inflate import body_chunks, lines
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, site_for

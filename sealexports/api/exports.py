@@ -36,7 +36,7 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import service
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, Site
-from sealexports.storage.jobs import JobRecord, Status
+from sealexports.storage.export_jobs import JobRecord, Status
 
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000

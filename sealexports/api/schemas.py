@@ -14,7 +14,7 @@ ExportTypeName = Literal[
 FormatName = Literal["csv", "json"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 # The library's names as the literals above: tests/test_schemas.py ties each to its source
-# (exports.types.EXPORT_TYPES, exports.types.FORMATS, storage.jobs.Status).
+# (exports.types.EXPORT_TYPES, exports.types.FORMATS, storage.export_jobs.Status).
 EXPORT_TYPE_NAMES: dict[str, ExportTypeName] = {name: name for name in get_args(ExportTypeName)}
 FORMAT_NAMES: dict[str, FormatName] = {name: name for name in get_args(FormatName)}
 STATUS_NAMES: dict[str, StatusName] = {name: name for name in get_args(StatusName)}

@@ -23,7 +23,7 @@ from sealexports.storage.database import transaction
 
 if TYPE_CHECKING:
     from sealexports.ingest import ImportReport, Meter
-    from sealexports.storage.events import InsertCounts
+    from sealexports.storage.visits import InsertCounts
 
 # demo.DEFAULT_DAYS and DEFAULT_VISITS (tests/test_cli.py checks): the demo generator and the
 # ingestion code are imported by the commands that use them, so `export` starts without them.
@@ -63,7 +63,7 @@ def seed(
         sealexports seed --site demo --days 90 --end 2025-03-31 --visits 200000
     """
     from sealexports import demo
-    from sealexports.storage.events import delete_site_data, insert_visits, site_has_data
+    from sealexports.storage.visits import delete_site_data, insert_visits, site_has_data
 
     end = parse_date(end_, "--end") if end_ else None
     state.set_up()  # seed may create the database

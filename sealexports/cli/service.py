@@ -17,7 +17,7 @@ from sealexports.errors import SealExportsError
 from sealexports.logs import LEVELS
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
-from sealexports.storage.events import (
+from sealexports.storage.visits import (
     insert_visits,
     site_has_data,
 )

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 
 from sealexports.errors import InvalidRequest
 from sealexports.normal import filter_value
+from sealexports.storage.schema import VISIT_FIELDS
 
-VISIT_FIELDS = (
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-    "country", "device_type", "browser", "os",
-)  # fmt: skip
 FILTER_KEYS = (*VISIT_FIELDS, "content_grouping", "conversion_type", "advanced_filters")
 ADVANCED_FIELDS = (
     *VISIT_FIELDS,

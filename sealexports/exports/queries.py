@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sealexports.exports.filters import VISIT_FIELDS, where_clause
+from sealexports.exports.filters import where_clause
 from sealexports.exports.request import ExportRequest
-from sealexports.storage.schema import CATALOG_DIMENSIONS
+from sealexports.storage.schema import CATALOG_DIMENSIONS, VISIT_FIELDS
 
 Query = tuple[str, list[object]]
 

@@ -1,6 +1,6 @@
-"""Getting events in: the events format (event.py, readers.py), visits stitched from them
+"""Getting events in: the events format (event_format.py, readers.py), visits stitched from them
 (stitcher.py), and imports of files or HTTP batches (importer.py), all written through
-`storage.events.insert_visits`. No HTTP and no command line here."""
+`storage.visits.insert_visits`. No HTTP and no command line here."""
 
 from sealexports.ingest.importer import (
     BATCH_MAX_EVENTS,

@@ -22,13 +22,13 @@ from typing import Any
 import orjson
 
 from sealexports.errors import InvalidEvents, Problem, TooLarge
-from sealexports.ingest.event import Event, EventError, parse_event
+from sealexports.ingest.event_format import Event, EventError, parse_event
 from sealexports.ingest.readers import Item
 from sealexports.ingest.stitcher import Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import transaction
-from sealexports.storage.events import InsertCounts, insert_visits
+from sealexports.storage.visits import InsertCounts, insert_visits
 
 WINDOW = 5000  # events per window (and per transaction) of a file import
 BATCH_MAX_EVENTS = 10_000  # events in one HTTP batch

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sealexports.ingest.event import FIELDS, EventError
+from sealexports.ingest.event_format import FIELDS, EventError
 
 
 @dataclass(slots=True)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sealexports.errors import Problem
-from sealexports.ingest.event import Event
-from sealexports.storage.events import VISIT_DIMENSIONS, Conversion, PageView, Visit
+from sealexports.ingest.event_format import Event
 from sealexports.storage.imports import StoredVisit
 from sealexports.storage.timestamps import iso
+from sealexports.storage.visits import VISIT_DIMENSIONS, Conversion, PageView, Visit
 
 GAP_SECONDS = 30 * 60
 Lookup = Callable[[list[str]], dict[str, StoredVisit]]

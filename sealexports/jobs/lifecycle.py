@@ -21,9 +21,9 @@ from sealexports.errors import Conflict, LimitReached, TooLarge
 from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs.leases import Lease
-from sealexports.storage import jobs as store
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import Site
-from sealexports.storage.jobs import Status
+from sealexports.storage.export_jobs import Status
 from sealexports.storage.timestamps import iso, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def transition(
     for s in sources:
         if target not in ALLOWED[s]:
             raise Conflict(f"an export job cannot go from {s} to {target}")
-    return store.update_job(conn, job_id, sources, {"status": target.value, **changes}, owner=owner)
+    return export_jobs.update_job(conn, job_id, sources, {"status": target.value, **changes}, owner=owner)
 
 
 def create_job(
@@ -66,7 +66,7 @@ def create_job(
     estimate: Estimate,
     *,
     claimed_by: Lease | None = None,
-) -> store.JobRecord:
+) -> export_jobs.JobRecord:
     """A pending job, if the account's plan allows its size, the files it already keeps, and
     one more running export; with `claimed_by`, a job already estimating under that lease (a
     small export run at once)."""
@@ -90,7 +90,7 @@ def create_job(
             "status": Status.ESTIMATING.value, "attempts": 1, "started_at": now_iso(),
             "lease_owner": claimed_by.owner, "lease_expires_at": claimed_by.until(now), "claimed_at": now,
         }  # fmt: skip
-    return store.insert_job(
+    return export_jobs.insert_job(
         conn,
         {
             "job_id": str(uuid.uuid4()),
@@ -113,7 +113,7 @@ def _check_stored_bytes(conn: sqlite3.Connection, site: Site, limit: int) -> Non
     """LimitReached (429) once the account's live export files reach its plan's quota; it can
     retry when the oldest expires (or after deleting exports)."""
     now = datetime.now(UTC)
-    stored, first_expiry = store.stored_bytes(conn, site.account.id, iso(now))
+    stored, first_expiry = export_jobs.stored_bytes(conn, site.account.id, iso(now))
     if stored < limit or first_expiry is None:
         return
     wait = parse_iso(first_expiry) - now
@@ -126,15 +126,15 @@ def _check_stored_bytes(conn: sqlite3.Connection, site: Site, limit: int) -> Non
     )
 
 
-def delete_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord) -> None:
+def delete_job(conn: sqlite3.Connection, exports_dir: Path, job: export_jobs.JobRecord) -> None:
     """Gone at once: a pending job never runs, a generating one stops at its next chunk
     (the runner sees the row is gone), a completed one loses its file."""
-    store.delete_job(conn, job.job_id)
+    export_jobs.delete_job(conn, job.job_id)
     if job.file_name:
         remove_file(exports_dir / job.file_name)
 
 
-def expire_job(conn: sqlite3.Connection, exports_dir: Path, job: store.JobRecord) -> bool:
+def expire_job(conn: sqlite3.Connection, exports_dir: Path, job: export_jobs.JobRecord) -> bool:
     """A completed job becomes expired and loses its file; False if it was not completed."""
     expired = transition(conn, job.job_id, Status.COMPLETED, Status.EXPIRED)
     if expired and job.file_name:
@@ -152,7 +152,7 @@ def remove_file(path: Path) -> None:
         log.warning("could not delete %s: %s", path, e.strerror or e)
 
 
-def is_due(job: store.JobRecord, now: str | None = None) -> bool:
+def is_due(job: export_jobs.JobRecord, now: str | None = None) -> bool:
     """A completed job whose download link has passed its expiry time."""
     return (
         job.status == Status.COMPLETED
@@ -163,4 +163,4 @@ def is_due(job: store.JobRecord, now: str | None = None) -> bool:
 
 def expire_jobs(conn: sqlite3.Connection, exports_dir: Path, now: str | None = None) -> int:
     """The periodic sweep: every completed job past its download TTL expires."""
-    return sum(expire_job(conn, exports_dir, job) for job in store.expired_jobs(conn, now or now_iso()))
+    return sum(expire_job(conn, exports_dir, job) for job in export_jobs.expired_jobs(conn, now or now_iso()))

@@ -22,7 +22,7 @@ from sealexports.config import Settings
 from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import expire_jobs
 from sealexports.jobs.runner import reclaim, run_next
-from sealexports.storage import jobs as store
+from sealexports.storage import export_jobs
 from sealexports.storage.database import connect, make_private_file
 from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
@@ -98,9 +98,9 @@ class JobQueue:
         now = time.time() if now is None else now
         conn = connect(self.settings.database, migrate=False)
         try:
-            store.renew_leases(conn, self.lease.owner, self.lease.until(now))
+            export_jobs.renew_leases(conn, self.lease.owner, self.lease.until(now))
             back = reclaim(conn, self.settings.exports_dir, now, stray_after=self.lease.seconds)
-            pending = store.pending_ids(conn)
+            pending = export_jobs.pending_ids(conn)
         finally:
             conn.close()
         for job_id in pending[: max(0, len(pending) - self.huey.pending_count())]:

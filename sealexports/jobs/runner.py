@@ -21,10 +21,10 @@ from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import remove_file, transition
-from sealexports.storage import jobs as store
+from sealexports.storage import export_jobs
 from sealexports.storage.database import connect
 from sealexports.storage.deadline import Deadline
-from sealexports.storage.jobs import RUNNING, Status
+from sealexports.storage.export_jobs import RUNNING, Status
 from sealexports.storage.timestamps import iso, now_iso
 from sealexports.tokens import DownloadTokens
 
@@ -36,7 +36,7 @@ class _Stopping(Exception):
     """The process is shutting down: the job goes back to pending."""
 
 
-def request_for(job: store.JobRecord, *, formula_guard: bool = True) -> ExportRequest:
+def request_for(job: export_jobs.JobRecord, *, formula_guard: bool = True) -> ExportRequest:
     return build_request(
         job.site_id,
         job.export_type,
@@ -58,10 +58,10 @@ def run_next(
     *,
     formula_guard: bool = True,
 ) -> str | None:
-    """Claim the next pending job in the fair order (see `store.claim_next`) and run it; its id,
+    """Claim the next pending job in the fair order (see `export_jobs.claim_next`) and run it; its id,
     or None if no job was waiting."""
     now = time.time()
-    job = store.claim_next(conn, lease.owner, now, lease.until(now))
+    job = export_jobs.claim_next(conn, lease.owner, now, lease.until(now))
     if job is None:
         return None
     _logged_run(conn, exports_dir, tokens, job, lease.owner, stopping, deadline, formula_guard)
@@ -83,7 +83,7 @@ def run_export(
     during its request); a job not estimating under that lease is left alone. `deadline` bounds
     the whole run: past it the job fails and leaves no file; if its `stop` is set (a shutdown, a
     client that hung up) the job goes back to pending."""
-    job = store.find_job(conn, job_id)
+    job = export_jobs.find_job(conn, job_id)
     if job is None or job.status != Status.ESTIMATING or job.lease_owner != owner:
         return
     _logged_run(conn, exports_dir, tokens, job, owner, stopping, deadline, formula_guard)
@@ -93,7 +93,7 @@ def _logged_run(
     conn: sqlite3.Connection,
     exports_dir: Path,
     tokens: DownloadTokens,
-    job: store.JobRecord,
+    job: export_jobs.JobRecord,
     owner: str,
     stopping: threading.Event | None,
     deadline: Deadline | None,
@@ -107,7 +107,7 @@ def _run(
     conn: sqlite3.Connection,
     exports_dir: Path,
     tokens: DownloadTokens,
-    job: store.JobRecord,
+    job: export_jobs.JobRecord,
     owner: str,
     stopping: threading.Event | None,
     deadline: Deadline | None,
@@ -140,14 +140,14 @@ def _run(
             percent = min(99, rows * 100 // max(total, 1))
             if percent != shown[0]:
                 shown[0] = percent
-                store.set_progress(side, job_id, percent)
+                export_jobs.set_progress(side, job_id, percent)
 
         def cancelled() -> bool:
             if stopping is not None and stopping.is_set():
                 raise _Stopping
             deadline.check()
             # Deleted, or taken over by another process after this one's lease ran out.
-            return not store.holds_lease(side, job_id, Status.GENERATING, owner)
+            return not export_jobs.holds_lease(side, job_id, Status.GENERATING, owner)
 
         try:
             with deadline.running(conn):
@@ -189,7 +189,7 @@ def _run(
         download_expires_at=iso(expires),
     )
     if not done:  # deleted (or taken over after a lapsed lease) between the last chunk and now
-        if store.find_job(conn, job_id) is None:
+        if export_jobs.find_job(conn, job_id) is None:
             dest.unlink(missing_ok=True)
         return
     seconds = time.monotonic() - started
@@ -212,25 +212,25 @@ def reclaim(conn: sqlite3.Connection, exports_dir: Path, now: float, stray_after
     leased by a live process are left alone, and so are their files. Temporary files of no
     running job, older than `stray_after` seconds, go too. Returns the ids put back to pending."""
     back: list[str] = []
-    for job in store.lapsed_jobs(conn, now):
+    for job in export_jobs.lapsed_jobs(conn, now):
         if exports_dir.is_dir():
             for tmp in exports_dir.glob(f".{job.job_id}.*.tmp"):
                 remove_file(tmp)
         if job.attempts >= MAX_ATTEMPTS:
-            failed = store.requeue_lapsed(
+            failed = export_jobs.requeue_lapsed(
                 conn, job.job_id, now,
                 {"status": Status.FAILED.value, "completed_at": now_iso(),
                  "error_message": f"the export was interrupted {job.attempts} times; giving up"},
             )  # fmt: skip
             if failed:  # a kill between the file's rename and the `completed` commit leaves a whole file
                 remove_file(exports_dir / f"{job.job_id}.{job.format}")
-        elif store.requeue_lapsed(
+        elif export_jobs.requeue_lapsed(
             conn, job.job_id, now, {"status": Status.PENDING.value, "progress_percent": 0}
         ):
             log.warning("export job %s: lease of %s ran out; back to pending", job.job_id, job.lease_owner)
             back.append(job.job_id)
     if exports_dir.is_dir():
-        leased = store.leased_job_ids(conn, now)
+        leased = export_jobs.leased_job_ids(conn, now)
         for tmp in exports_dir.glob(".*.tmp"):
             owner = tmp.name[1:].split(".", 1)[0]
             if owner not in leased and _age(tmp, now) > stray_after:

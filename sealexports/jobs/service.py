@@ -19,11 +19,11 @@ from sealexports.exports.request import ExportRequest
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.services import Services
-from sealexports.storage import jobs as store
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import connect
 from sealexports.storage.deadline import Deadline
-from sealexports.storage.jobs import Status
+from sealexports.storage.export_jobs import Status
 
 FIRST_CHUNKS = 2  # a raw export's header, then its first rows
 LINK_EXPIRED = "this download link has expired; create a new export"
@@ -35,7 +35,7 @@ class Started:
     worker (`job` is as created: pending); else it ran during the call, and is completed, failed,
     or pending again if a disconnect or a shutdown stopped it (then it is queued too)."""
 
-    job: store.JobRecord
+    job: export_jobs.JobRecord
     estimate: engine.Estimate
     background: bool
 
@@ -94,7 +94,7 @@ def start_export(services: Services, site: Site, req: ExportRequest, deadline: D
         deadline=deadline,
         formula_guard=services.settings.csv_formula_guard,
     )
-    job = store.get_job(conn, job.job_id)
+    job = export_jobs.get_job(conn, job.job_id)
     if job.status == Status.PENDING:  # stopped by a disconnect or a shutdown: a worker finishes it
         services.queue.enqueue(job.job_id)
     return Started(job, est, background=False)
@@ -119,14 +119,14 @@ def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> E
     return ExportStream(conn, chunks, first, req.file_name, req.media_type)
 
 
-def site_job(services: Services, site: Site, job_id: str) -> store.JobRecord:
+def site_job(services: Services, site: Site, job_id: str) -> export_jobs.JobRecord:
     """The site's job (NotFound for another site's), expired first if its link has passed its time."""
     conn = services.db.get()
     job = _site_job(conn, site, job_id)
     if not lifecycle.is_due(job):
         return job
     lifecycle.expire_job(conn, services.settings.exports_dir, job)
-    return store.get_job(conn, job_id)
+    return export_jobs.get_job(conn, job_id)
 
 
 def list_jobs(
@@ -137,12 +137,12 @@ def list_jobs(
     limit: int,
     offset: int,
     include_expired: bool,
-) -> tuple[list[store.JobRecord], int]:
+) -> tuple[list[export_jobs.JobRecord], int]:
     """A page of the site's jobs, newest first, and their total; links past their time expire first."""
     conn = services.db.get()
     lifecycle.expire_jobs(conn, services.settings.exports_dir)
     with deadline.running(conn):
-        return store.list_jobs(
+        return export_jobs.list_jobs(
             conn, site.site_id, limit=limit, offset=offset, include_expired=include_expired
         )
 
@@ -158,7 +158,7 @@ def open_download(services: Services, token: str) -> Download:
     link has passed its time (the job expires then) or the file is gone."""
     conn = services.db.get()
     job_id, expired = services.tokens.open(token)
-    job = store.find_job(conn, job_id)
+    job = export_jobs.find_job(conn, job_id)
     if job is None or job.download_token != token:
         raise NotFound("download link not found")
     if expired or lifecycle.is_due(job):
@@ -173,8 +173,8 @@ def open_download(services: Services, token: str) -> Download:
     return Download(path, req.file_name, req.media_type)
 
 
-def _site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> store.JobRecord:
-    job = store.get_job(conn, job_id, account_id=site.account.id)
+def _site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> export_jobs.JobRecord:
+    job = export_jobs.get_job(conn, job_id, account_id=site.account.id)
     if job.site_id != site.site_id:
         raise NotFound(f"export job {job_id!r} not found")
     return job

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from sealexports.storage.events import VISIT_DIMENSIONS
+from sealexports.storage.visits import VISIT_DIMENSIONS
 
 # A staged event: what it sorts on, its id, and the rest of it as one JSON array (`payload`):
 # one bound value instead of sixteen makes staging about twice as fast.

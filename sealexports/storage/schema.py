@@ -142,6 +142,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+# The fields of a visit that filters take (and, with referrer, that a visit stores).
+VISIT_FIELDS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "country", "device_type", "browser", "os",
+)  # fmt: skip
 # A visit's dimensions that exports group by (utm_content and referrer are filters only).
 GROUPED_VISIT_DIMENSIONS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "country", "device_type", "browser", "os",

@@ -15,21 +15,10 @@ from itertools import islice
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
-from sealexports.storage.schema import GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS
+from sealexports.storage.schema import GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS, VISIT_FIELDS
 from sealexports.storage.timestamps import iso
 
-VISIT_DIMENSIONS = (
-    "referrer",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "country",
-    "device_type",
-    "browser",
-    "os",
-)
+VISIT_DIMENSIONS = ("referrer", *VISIT_FIELDS)
 
 
 @dataclass(slots=True)
