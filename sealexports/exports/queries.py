@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sealexports.exports.filters import where_clause
 from sealexports.exports.request import ExportRequest
@@ -30,8 +31,15 @@ def _range(req: ExportRequest, table: str) -> Query:
     )
 
 
-def _aggregate(req: ExportRequest, keys: Mapping[str, str]) -> Query:
-    parts, params = [], []
+def _aggregate(
+    req: ExportRequest,
+    keys: Mapping[str, str],
+    parts: list[str] | None = None,
+    params: list[Any] | None = None,
+) -> Query:
+    """(k, e, g, pv, mc, c, rev) summed per key over `parts` (selects already made, with their
+    `params`) and a select of each table in `keys` by its key column."""
+    parts, params = list(parts or []), list(params or [])
     for table, key in keys.items():
         where, p = _range(req, table)
         parts.append(f"SELECT {key} AS k, {_METRICS[table]} FROM {table} WHERE {where} GROUP BY 1")
@@ -136,16 +144,7 @@ def _visit_filtered(req: ExportRequest, key: str) -> Query:
         *[req.site_id, *days, *cond_params],
         *[req.site_id, *days, *cond_params],
     ]
-    for table in ("microconversions", "conversions"):
-        where, p = _range(req, table)
-        parts.append(f"SELECT {key} AS k, {_METRICS[table]} FROM {table} WHERE {where} GROUP BY 1")
-        params += p
-    union = " UNION ALL ".join(parts)
-    return (
-        "SELECT k, SUM(e) AS e, SUM(g) AS g, SUM(pv) AS pv, SUM(mc) AS mc, SUM(c) AS c, "
-        f"SUM(rev) AS rev FROM ({union}) GROUP BY k",
-        params,
-    )
+    return _aggregate(req, {"microconversions": key, "conversions": key}, parts, params)
 
 
 def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:

@@ -64,7 +64,8 @@ def run_next(
     job = export_jobs.claim_next(conn, lease.owner, now, lease.until(now))
     if job is None:
         return None
-    _logged_run(conn, exports_dir, tokens, job, lease.owner, stopping, deadline, formula_guard)
+    with logs.context(job_id=job.job_id, site=job.site_id, type=job.export_type):
+        _run(conn, exports_dir, tokens, job, lease.owner, stopping, deadline, formula_guard)
     return job.job_id
 
 
@@ -86,19 +87,6 @@ def run_export(
     job = export_jobs.find_job(conn, job_id)
     if job is None or job.status != Status.ESTIMATING or job.lease_owner != owner:
         return
-    _logged_run(conn, exports_dir, tokens, job, owner, stopping, deadline, formula_guard)
-
-
-def _logged_run(
-    conn: sqlite3.Connection,
-    exports_dir: Path,
-    tokens: DownloadTokens,
-    job: export_jobs.JobRecord,
-    owner: str,
-    stopping: threading.Event | None,
-    deadline: Deadline | None,
-    formula_guard: bool,
-) -> None:
     with logs.context(job_id=job.job_id, site=job.site_id, type=job.export_type):
         _run(conn, exports_dir, tokens, job, owner, stopping, deadline, formula_guard)
 
