@@ -11,9 +11,8 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from sealexports.exports import values
-from sealexports.exports.request import parse_date
 from sealexports.services import Services
-from sealexports.storage.accounts import Account, list_sites, site_for
+from sealexports.storage.accounts import Account, site_for
 
 
 class SiteOut(msgspec.Struct):
@@ -50,14 +49,8 @@ class SitesController(Controller):
     def sites(self, account: NamedDependency[Account], services: NamedDependency[Services]) -> SitesOut:
         """The sites the key works on (its one site, or every site of its account), with their time
         zone and the days their data spans."""
-        conn = services.db.get()
-        out = []
-        for site in list_sites(conn, account_id=account.id):
-            if account.key_site is not None and site.site_id != account.key_site:
-                continue
-            span = values.span(conn, site.site_id)
-            out.append(SiteOut(site.site_id, site.name, site.timezone, span.first_day, span.last_day))
-        return SitesOut(out)
+        found = values.key_sites(services.db.get(), account)
+        return SitesOut([SiteOut(s.site_id, s.name, s.timezone, d.first_day, d.last_day) for s, d in found])
 
     @get("/{site_id:str}/values", sync_to_thread=True, summary="Values a filter key takes")
     def filter_values(
@@ -75,10 +68,7 @@ class SitesController(Controller):
         """The values `key` takes on the site over the range, most frequent first, with counts."""
         conn = services.db.get()
         site = site_for(conn, site_id, account)
-        span = values.span(conn, site.site_id)
-        start = parse_date(date_from or span.first_day or "1970-01-01", "date_from")
-        end = parse_date(date_to or span.last_day or "1970-01-01", "date_to")
-        found = values.filter_values(conn, site.site_id, key, start, end, limit=limit)
+        start, end, found = values.site_values(conn, site, key, date_from, date_to, limit=limit)
         return ValuesOut(
             key=found.key,
             date_from=start.isoformat(),

@@ -12,6 +12,8 @@ from datetime import date
 
 from sealexports.errors import InvalidRequest
 from sealexports.exports.filters import FILTER_KEYS
+from sealexports.exports.request import parse_date
+from sealexports.storage.accounts import Account, Site, list_sites
 from sealexports.storage.schema import ROLLUP_DIMENSIONS
 
 MAX_LIMIT = 500
@@ -53,6 +55,32 @@ def span(conn: sqlite3.Connection, site_id: str) -> Span:
         "SELECT min(day), max(day) FROM day_metrics WHERE site_id = ? AND dimension = ''", [site_id]
     ).fetchone()
     return Span(row[0], row[1])
+
+
+def key_sites(conn: sqlite3.Connection, account: Account) -> list[tuple[Site, Span]]:
+    """The sites a key works on (its one site, or every site of its account), with their spans."""
+    return [
+        (site, span(conn, site.site_id))
+        for site in list_sites(conn, account_id=account.id)
+        if account.key_site is None or site.site_id == account.key_site
+    ]
+
+
+def site_values(
+    conn: sqlite3.Connection,
+    site: Site,
+    key: str,
+    date_from: str | None,
+    date_to: str | None,
+    *,
+    limit: int = 100,
+) -> tuple[date, date, Values]:
+    """`filter_values` from `date_from` to `date_to` (YYYY-MM-DD; by default the site's first and
+    last day with data), and the days it counted."""
+    days = span(conn, site.site_id)
+    start = parse_date(date_from or days.first_day or "1970-01-01", "date_from")
+    end = parse_date(date_to or days.last_day or "1970-01-01", "date_to")
+    return start, end, filter_values(conn, site.site_id, key, start, end, limit=limit)
 
 
 def filter_values(
