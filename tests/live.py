@@ -80,8 +80,11 @@ def start(
 
 
 @contextmanager
-def running(db: Path, workdir: Path, **kwargs: object) -> Iterator[Server]:
-    server = start(db, workdir, **kwargs)  # type: ignore[arg-type]
+def running(
+    db: Path, workdir: Path, *, env: dict[str, str] | None = None, config: Path | None = None
+) -> Iterator[Server]:
+    """start(), and the server killed at the end of the block."""
+    server = start(db, workdir, env=env, config=config)
     try:
         yield server
     finally:

@@ -28,6 +28,7 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.events import Conversion, PageView, Visit, insert_visits
+from tests.checks import assert_human_size
 from tests.conftest import DemoDB, seed_demo
 from tests.model import (
     DEC2_COLUMNS,
@@ -681,7 +682,7 @@ def _tricky_visits() -> list[Visit]:
 
 
 @pytest.fixture(scope="module")
-def tricky(tmp_path_factory: pytest.TempPathFactory) -> tuple[sqlite3.Connection, DemoDB, Model]:
+def tricky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sqlite3.Connection, DemoDB, Model]]:
     path = tmp_path_factory.mktemp("tricky") / "tricky.db"
     conn = connect(path)
     site = accounts.create_site(conn, "tricky", timezone=TRICKY_TZ)
@@ -877,7 +878,7 @@ def test_estimate_background_flips_at_limit(demo_db: DemoDB, demo_conn: sqlite3.
     assert engine.estimate(demo_conn, req, n - 1).will_use_background_job is True
     est = engine.estimate(demo_conn, req, n + 1)
     assert est.estimated_duration_seconds >= 1
-    assert est.estimated_size_human == engine.human_size(est.estimated_size_bytes)
+    assert_human_size(est.estimated_size_human, est.estimated_size_bytes)
 
 
 @pytest.mark.parametrize(
