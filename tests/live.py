@@ -81,10 +81,15 @@ def start(
 
 @contextmanager
 def running(
-    db: Path, workdir: Path, *, env: dict[str, str] | None = None, config: Path | None = None
+    db: Path,
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """start(), and the server killed at the end of the block."""
-    server = start(db, workdir, env=env, config=config)
+    server = start(db, workdir, env=env, config=config, serve_args=serve_args)
     try:
         yield server
     finally:
