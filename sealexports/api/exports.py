@@ -157,6 +157,7 @@ class ExportsController(Controller):
         "/",
         status_code=201,
         summary="Create an export job",
+        operation_id="createExport",
         responses=openapi.CREATE,
     )
     async def create(
@@ -220,6 +221,7 @@ class ExportsController(Controller):
         "/estimate",
         status_code=200,
         summary="Estimate an export's size",
+        operation_id="estimateExport",
         responses=openapi.ESTIMATE,
     )
     async def estimate(
@@ -245,7 +247,7 @@ class ExportsController(Controller):
 
         return _estimate_out(await in_thread(work, deadline, request.receive))
 
-    @get("/", summary="List export jobs", responses=openapi.LIST)
+    @get("/", summary="List export jobs", operation_id="listExports", responses=openapi.LIST)
     async def list(
         self,
         request: Request[Any, Any, Any],
@@ -287,7 +289,9 @@ class ExportsController(Controller):
             )
         return ListOut(exports=summaries, total=total)
 
-    @get("/{job_id:str}", summary="Get an export job's status", responses=openapi.JOB)
+    @get(
+        "/{job_id:str}", summary="Get an export job's status", operation_id="getExport", responses=openapi.JOB
+    )
     async def status(
         self,
         request: Request[Any, Any, Any],
@@ -306,6 +310,7 @@ class ExportsController(Controller):
         status_code=204,
         sync_to_thread=True,
         summary="Cancel or delete an export",
+        operation_id="deleteExport",
         responses=openapi.JOB,
     )
     def remove(
@@ -326,6 +331,7 @@ class ExportsController(Controller):
         http_method=[HttpMethod.GET, HttpMethod.HEAD],  # clients and proxies probe with HEAD
         sync_to_thread=True,
         summary="Download a completed export",
+        operation_id=openapi.operation_ids({"GET": "downloadExport", "HEAD": "checkExportDownload"}),
         responses=openapi.DOWNLOAD,
         operation_class=openapi.FileOperation,
     )
@@ -361,6 +367,7 @@ class ExportsController(Controller):
         "/stream",
         status_code=200,
         summary="Stream a small export",
+        operation_id="streamExport",
         responses=openapi.STREAM,
         operation_class=openapi.FileOperation,
     )

@@ -3,19 +3,24 @@ operation may give, CSV or JSON for the two file endpoints, and bodies that refu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Litestar
+from litestar.enums import HttpMethod
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     RequestBody,
     Schema,
+    SecurityScheme,
 )
 
 from sealexports.api.schemas import ErrorOut, ExportBody
@@ -66,6 +71,8 @@ DOWNLOAD = errors(
     }
 )
 
+SITES = errors({status: text for status, text in _KEYED.items() if status != 404})
+VALUES = errors({**_KEYED, 422: "An unknown filter key, a bad date or limit: error.detail says which."})
 EVENTS = errors(
     {
         **_MALFORMED,
@@ -125,19 +132,89 @@ _EVENT = Schema(  # any JSON value: the batch is taken, and an item that is no e
 
 @dataclass
 class EventsOperation(Operation):
-    """POST /api/v1/events reads its body itself (a JSON array or NDJSON, maybe gzip): say so."""
+    """POST /api/v1/events reads its body itself (a JSON array or NDJSON, maybe gzip): say so.
+
+    NDJSON is told in the body's description, not as a second media type: with two, generated
+    clients (openapi-python-client 0.29) pick the body by `isinstance(body, list[Any])`, a
+    TypeError on every call."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
-            description="Up to 10,000 events; Content-Encoding: gzip is taken.",
+            description="Up to 10,000 events, as a JSON array (application/json) or as NDJSON "
+            "(Content-Type: application/x-ndjson, one event a line); Content-Encoding: gzip is taken.",
             content={
                 "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.ARRAY, items=_EVENT)),
-                "application/x-ndjson": OpenAPIMediaType(
-                    schema=Schema(type=OpenAPIType.STRING, description="One event (a JSON object) a line.")
-                ),
             },
         )
+
+
+# How a client sends its key; every operation takes either, but a download and /healthz.
+SECURITY_SCHEMES = {
+    "ApiKey": SecurityScheme(
+        type="apiKey", name="X-API-Key", security_scheme_in="header", description="An API key, sm_..."
+    ),
+    "Bearer": SecurityScheme(type="http", scheme="bearer", description="The same key as a bearer token."),
+}
+_KEYED_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+_OPEN_PATHS = ("/healthz", "/api/v1/exports/download/{download_token}")
+_RATE_HEADERS = {
+    "Retry-After": ("integer", "Seconds to wait before trying again."),
+    "X-RateLimit-Limit": ("integer", "Requests a minute the key's plan allows."),
+    "X-RateLimit-Remaining": ("integer", "Requests left in the current minute (0 here)."),
+    "X-RateLimit-Reset": ("integer", "Seconds until the minute's window resets."),
+    "X-RateLimit-Policy": ("string", "The limit and its window, e.g. '240; w=60'."),
+}
+_DATE_FIELDS = {"date_from", "date_to", "first_day", "last_day"}
+
+
+def operation_ids(names: Mapping[str, str]) -> Callable[[Any, HttpMethod | str, list[Any]], str]:
+    """operationId by HTTP method, for a handler that answers more than one (GET and HEAD)."""
+
+    def choose(handler: Any, method: HttpMethod | str, path: list[Any]) -> str:
+        return names[str(getattr(method, "value", method)).upper()]
+
+    return choose
+
+
+def finish(app: Litestar) -> None:
+    """What Litestar leaves out of the schema: how keys are sent (the docs' Authorize button and
+    generated clients use it), the rate limit headers of a 429, dates as `format: date` and
+    times as `date-time`, and bodies that refuse unknown fields."""
+    schema = app.openapi_schema
+    schema.components.security_schemes = dict(SECURITY_SCHEMES)
+    for path, item in (schema.paths or {}).items():
+        for method in ("get", "head", "post", "delete"):
+            op = getattr(item, method, None)
+            if not isinstance(op, Operation):
+                continue
+            op.security = [] if path in _OPEN_PATHS else list(_KEYED_SECURITY)
+            for param in op.parameters or []:
+                if isinstance(param, Parameter) and param.name in _DATE_FIELDS:
+                    _set_format(param.schema, "date")
+            limited = (op.responses or {}).get("429")
+            if isinstance(limited, OpenAPIResponse):
+                limited.headers = {
+                    name: OpenAPIHeader(schema=Schema(type=OpenAPIType(kind)), description=text)
+                    for name, (kind, text) in _RATE_HEADERS.items()
+                }
+    for component in schema.components.schemas.values():
+        for name, prop in (component.properties or {}).items():
+            if name in _DATE_FIELDS:
+                _set_format(prop, "date")
+            elif name.endswith("_at"):
+                _set_format(prop, "date-time")
+    strict_bodies(app)
+
+
+def _set_format(schema: Any, fmt: str) -> None:
+    """On a string schema, or the string branch of a nullable one."""
+    if not isinstance(schema, Schema):
+        return
+    if schema.type == OpenAPIType.STRING:
+        schema.format = OpenAPIFormat(fmt)
+    for branch in schema.one_of or []:
+        _set_format(branch, fmt)
 
 
 def strict_bodies(app: Litestar) -> None:

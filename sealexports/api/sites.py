@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from msgspec import Meta
 
+from sealexports.api import openapi
 from sealexports.api.services import Services
 from sealexports.exports import values
 from sealexports.exports.request import parse_date
@@ -46,7 +47,13 @@ class SitesController(Controller):
     path = "/api/v1/sites"
     tags = ("sites",)
 
-    @get("/", sync_to_thread=True, summary="List the key's sites")
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="List the key's sites",
+        operation_id="listSites",
+        responses=openapi.SITES,
+    )
     def sites(self, account: NamedDependency[Account], services: NamedDependency[Services]) -> SitesOut:
         """The sites the key works on (its one site, or every site of its account), with their time
         zone and the days their data spans."""
@@ -59,7 +66,13 @@ class SitesController(Controller):
             out.append(SiteOut(site.site_id, site.name, site.timezone, span.first_day, span.last_day))
         return SitesOut(out)
 
-    @get("/{site_id:str}/values", sync_to_thread=True, summary="Values a filter key takes")
+    @get(
+        "/{site_id:str}/values",
+        sync_to_thread=True,
+        summary="Values a filter key takes",
+        operation_id="listFilterValues",
+        responses=openapi.VALUES,
+    )
     def filter_values(
         self,
         site_id: Annotated[str, Parameter(description="The site (its slug).")],
