@@ -229,7 +229,7 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
         for m, o in ops.items()
     }
     assert statuses[f"POST {'/'}"] == [400, 401, 404, 413, 415, 422, 429]
-    assert statuses["GET /download/{download_token}"] == [400, 404, 410]
+    assert statuses["GET /download/{download_token}"] == [400, 404, 410, 412, 416]
     events = paths[EVENTS]["post"]
     assert [int(s) for s in events["responses"] if int(s) >= 400] == [400, 401, 403, 404, 413, 415, 422, 429]
     assert set(events["requestBody"]["content"]) == {"application/json"}

@@ -9,15 +9,14 @@ from collections.abc import Generator
 from typing import Annotated, Any
 
 import anyio
-from litestar import Controller, Request, delete, get, post, route
-from litestar.app import Litestar
+from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import JSONBody, Parameter
-from litestar.response import File, Stream
-from litestar.response.file import ASGIFileResponse
+from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
+from sealexports.api.files import file_response, representation
 from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
 from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
@@ -38,21 +37,6 @@ AccountId = Annotated[
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
 FIRST_CHUNKS = 2  # a raw export's header, then its first rows
-
-
-class ExportFile(File):
-    """A file response that, for HEAD, sends the headers (Content-Length included) and never
-    reads the file (Litestar's File would read it all for the server to throw away)."""
-
-    def to_asgi_response(
-        self, app: Litestar | None, request: Request[Any, Any, Any], **kwargs: Any
-    ) -> ASGIFileResponse:
-        if request.method == HttpMethod.HEAD:
-            kwargs["is_head_response"] = True
-            media_type = str(self.media_type)  # Litestar leaves Content-Type out of HEAD answers
-            text = media_type.startswith("text/")
-            self.headers.setdefault("content-type", f"{media_type}; charset=utf-8" if text else media_type)
-        return super().to_asgi_response(app, request, **kwargs)
 
 
 def _site(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
@@ -333,15 +317,18 @@ class ExportsController(Controller):
         summary="Download a completed export",
         operation_id=openapi.operation_ids({"GET": "downloadExport", "HEAD": "checkExportDownload"}),
         responses=openapi.DOWNLOAD,
-        operation_class=openapi.FileOperation,
+        operation_class=openapi.DownloadOperation,
     )
     def download(
         self,
+        request: Request[Any, Any, Any],
         download_token: Annotated[str, Parameter(description="From download_url.")],
         services: NamedDependency[Services],
-    ) -> ExportFile:
+    ) -> Response[Any]:
         """No authentication: the signed token is the credential. 410 once expired.
-        HEAD answers the same status and headers, without the file."""
+        Resumable: `Range` (one range: 206, or 416 past the end; several: the whole file),
+        `If-Range`, `If-None-Match` (304) and `If-Match` (412) against the ETag, the file's SHA-256,
+        also sent as `Repr-Digest`. HEAD answers the same status and headers, without the file."""
         conn = services.db.get()
         job_id, expired = services.tokens.open(download_token)
         job = store.find_job(conn, job_id)
@@ -356,12 +343,7 @@ class ExportsController(Controller):
         if job.status != lifecycle.Status.COMPLETED or not job.file_name or not path.is_file():
             raise Expired("the export file is no longer available; create a new export")
         req = request_for(job)
-        return ExportFile(
-            path=path,
-            filename=req.file_name,
-            media_type=req.media_type,
-            content_disposition_type="attachment",
-        )
+        return file_response(request, path, req.file_name, req.media_type, representation(job, path))
 
     @post(
         "/stream",

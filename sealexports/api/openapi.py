@@ -63,13 +63,28 @@ STREAM = errors(
 )
 LIST = errors(_KEYED)
 JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
-DOWNLOAD = errors(
-    {
-        **_MALFORMED,
-        404: "Unknown, tampered or deleted download link.",
-        410: "The link has expired, or its file is gone: create a new export.",
-    }
-)
+DOWNLOAD = {
+    **errors(
+        {
+            **_MALFORMED,
+            404: "Unknown, tampered or deleted download link.",
+            410: "The link has expired, or its file is gone: create a new export.",
+            412: "If-Match names another file (its ETag differs).",
+            416: "The Range starts past the end of the file; Content-Range: bytes */{size}.",
+        }
+    ),
+    206: ResponseSpec(
+        data_container=None,
+        description="One byte range of the file (`Range: bytes=a-b`, `a-` or `-n`), with Content-Range; "
+        "an If-Range naming another file gets the whole file (200) instead. Several ranges in one "
+        "request get the whole file.",
+    ),
+    304: ResponseSpec(
+        data_container=None,
+        description="If-None-Match matches the ETag (or If-Modified-Since is not older than the file): "
+        "no body, the same validators.",
+    ),
+}
 
 SITES = errors({status: text for status, text in _KEYED.items() if status != 404})
 VALUES = errors({**_KEYED, 422: "An unknown filter key, a bad date or limit: error.detail says which."})
@@ -100,6 +115,21 @@ _FILE_CONTENT = {
 }
 
 
+def _header(description: str) -> OpenAPIHeader:
+    return OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description=description)
+
+
+FILE_HEADERS = {  # a download's validators and digests, on 200, 206 and 304 alike
+    "etag": _header(
+        'The file\'s SHA-256 in hex, quoted: "9f86d0...". Strong: use it in If-None-Match, If-Range.'
+    ),
+    "repr-digest": _header("RFC 9530: sha-256=:{base64 of the SHA-256}: of the whole file (also on a 206)."),
+    "digest": _header("RFC 3230, for older clients: SHA-256={base64 of the SHA-256}."),
+    "accept-ranges": _header("bytes: a download can be resumed with Range."),
+    "cache-control": _header("private, no-store: a tenant's data, never kept by shared caches."),
+}
+
+
 @dataclass
 class FileOperation(Operation):
     """An operation whose 200 is an export file: text/csv or application/json, as the request's
@@ -122,6 +152,17 @@ class FileOperation(Operation):
                 required=True,
             )
             ok.headers = headers
+
+
+@dataclass
+class DownloadOperation(FileOperation):
+    """GET/HEAD of a finished file: its 200 also carries validators and digests."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.headers = {**(ok.headers or {}), **FILE_HEADERS}
 
 
 _EVENT = Schema(  # any JSON value: the batch is taken, and an item that is no event is listed in errors
