@@ -32,6 +32,7 @@ OPERATIONS = {
     ("post", API), ("post", f"{API}/estimate"), ("post", f"{API}/stream"), ("get", API),
     ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
     ("get", f"{API}/download/{{download_token}}"),
+    ("head", f"{API}/download/{{download_token}}"),
 }  # fmt: skip
 
 
@@ -225,6 +226,8 @@ def test_a_token_serves_only_its_own_job(world: World, capsys: pytest.CaptureFix
         err = assert_error(r, 404)
         assert err["detail"] == "download link not found", name
         assert_nothing_leaks(r, a.secrets() | b.secrets(), sent=token)
+        head = api.client.head(f"{API}/download/{token}")
+        assert head.status_code == 404 and head.content == b"", name
     say(
         capsys,
         f"isolation: {len(forged)} forged or swapped tokens: all 404; each real token serves its own file",
