@@ -42,7 +42,7 @@ SUMMARY_FIELDS = {
 }  # fmt: skip
 ESTIMATE_FIELDS = {
     "estimated_rows", "estimated_size_bytes", "estimated_size_human", "recommended_format",
-    "will_use_background_job", "estimated_duration_seconds",
+    "will_use_background_job", "estimated_duration_seconds", "warnings",
 }  # fmt: skip
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 STATUS_ORDER = ["pending", "estimating", "generating", "completed"]
@@ -146,7 +146,8 @@ def test_create_under_limit_completes_and_download_matches_offline_engine(
     api = make(small)
     body = api.body(export_type, format=fmt, **({"filters": filters} if filters else {}))
     out = api.created(body)
-    assert set(out) == {"job", "estimate", "message"}
+    assert set(out) == {"job", "estimate", "message", "warnings"}
+    assert out["warnings"] == out["estimate"]["warnings"] == []
     assert set(out["estimate"]) == ESTIMATE_FIELDS
     assert out["estimate"]["will_use_background_job"] is False
     assert out["message"] == "Export completed. Ready for download."
@@ -901,3 +902,36 @@ def test_healthz_answers_503_when_the_database_is_gone(tmp_path: Path) -> None:
         r = client.get("/healthz")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "unavailable"
+
+
+# --- warnings: why an export may come out empty ---------------------------------------------------
+
+
+def test_a_filter_value_that_never_occurs_is_named_with_the_values_that_do(
+    make: ApiFactory, small: Template
+) -> None:
+    api = make(small)
+    body = api.body("conversions", filters={"conversion_type": "purchse", "country": ["es", "QQ"]})
+    span = f"from {api.date_from} to {api.date_to}"
+    with api.conn() as conn:  # the independent truth: the conversions' own types
+        types = {r[0] for r in conn.execute("SELECT DISTINCT conversion_type FROM conversions")}
+    r = api.estimate(body)
+    assert r.status_code == 200, r.text
+    warnings = r.json()["warnings"]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"conversion_type 'purchse' does not occur {span}; it has: ")
+    assert set(warnings[0].split("it has: ")[1].split(", ")) == types == {"purchase", "lead", "signup"}
+    assert warnings[1].startswith(f"country 'QQ' does not occur {span}; it has: ES, ")  # es is ES
+    out = api.created(body)
+    assert out["warnings"] == out["estimate"]["warnings"] == warnings
+    assert out["job"]["actual_rows"] == 0
+
+
+def test_dates_without_data_say_which_dates_have_it(make: ApiFactory, small: Template) -> None:
+    api = make(small)
+    body = {**api.body("sources"), "date_from": "2020-01-01", "date_to": "2020-01-31"}
+    expected = f"site {api.site_id!r} has no data from 2020-01-01 to 2020-01-31; it has data from "
+    expected += f"{api.date_from} to {api.date_to}"
+    assert api.estimate(body).json()["warnings"] == [expected]
+    assert api.created(body)["warnings"] == [expected]
+    assert api.estimate(api.body("sources")).json()["warnings"] == []

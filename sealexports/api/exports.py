@@ -21,7 +21,7 @@ from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, 
 from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
-from sealexports.exports import engine
+from sealexports.exports import engine, values
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
@@ -109,7 +109,7 @@ def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any,
     )
 
 
-def _estimate_out(est: engine.Estimate) -> EstimateOut:
+def _estimate_out(est: engine.Estimate, warnings: list[str]) -> EstimateOut:
     return EstimateOut(
         estimated_rows=est.estimated_rows,
         estimated_size_bytes=est.estimated_size_bytes,
@@ -117,6 +117,7 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
         recommended_format=est.recommended_format,  # type: ignore[arg-type]
         will_use_background_job=est.will_use_background_job,
         estimated_duration_seconds=est.estimated_duration_seconds,
+        warnings=warnings,
     )
 
 
@@ -166,6 +167,7 @@ class ExportsController(Controller):
             est = engine.estimate_within(
                 conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
             )
+            warnings = values.warnings_within(conn, req, deadline)
             # A small export is created claimed by this process, so no worker takes it meanwhile.
             lease = None if est.will_use_background_job else services.queue.lease
             job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
@@ -176,7 +178,10 @@ class ExportsController(Controller):
                 # The job as created (pending): a worker may have claimed it already, any worker
                 # on any doorbell, and the answer should not depend on that race.
                 return CreateOut(
-                    job=job_out(services, job, request), estimate=_estimate_out(est), message=message
+                    job=job_out(services, job, request),
+                    estimate=_estimate_out(est, warnings),
+                    message=message,
+                    warnings=warnings,
                 )
             exports_dir = services.settings.exports_dir
             run_export(
@@ -196,7 +201,10 @@ class ExportsController(Controller):
             if job.status == lifecycle.Status.FAILED:
                 message = f"Export failed: {job.error_message}"
             return CreateOut(
-                job=job_out(services, job, request), estimate=_estimate_out(est), message=message
+                job=job_out(services, job, request),
+                estimate=_estimate_out(est, warnings),
+                message=message,
+                warnings=warnings,
             )
 
         return await in_thread(work, deadline, request.receive)
@@ -222,14 +230,15 @@ class ExportsController(Controller):
         req = _request(services, site, data)
         deadline = request_deadline(services)
 
-        def work() -> engine.Estimate:
+        def work() -> EstimateOut:
             conn = services.db.get()
             max_rows = services.settings.plans[site.account.plan].max_rows
-            return engine.estimate_within(
+            est = engine.estimate_within(
                 conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
             )
+            return _estimate_out(est, values.warnings_within(conn, req, deadline))
 
-        return _estimate_out(await in_thread(work, deadline, request.receive))
+        return await in_thread(work, deadline, request.receive)
 
     @get("/", summary="List export jobs", operation_id="listExports", responses=openapi.LIST)
     async def list(

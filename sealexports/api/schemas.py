@@ -18,6 +18,10 @@ Date = Annotated[
 ]
 Timestamp = Annotated[str, Meta(description="ISO 8601 UTC time, e.g. 2025-01-10T14:30:00Z.")]
 FilterValue = str | list[str]
+WARNINGS = (
+    "Why the export may come out empty, for people (not in the spec; clients may ignore it): the "
+    "dates have no data (and which do), or a filter value never occurs in them (and which do)."
+)
 
 
 class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,6 +55,7 @@ class EstimateOut(msgspec.Struct):
         bool, Meta(description="True if the export is at or over the sync row limit (10,000 by default).")
     ]
     estimated_duration_seconds: Annotated[int, Meta(description="Approximate processing time.")]
+    warnings: Annotated[list[str], Meta(description=WARNINGS)] = []
 
 
 class JobOut(msgspec.Struct):
@@ -82,6 +87,7 @@ class CreateOut(msgspec.Struct):
     job: Annotated[JobOut, Meta(description="The new job.")]
     estimate: Annotated[EstimateOut, Meta(description="The size estimate the job was planned with.")]
     message: Annotated[str, Meta(description="What happens next, for people.")]
+    warnings: Annotated[list[str], Meta(description=WARNINGS)] = []
 
 
 class JobSummary(msgspec.Struct):

@@ -15,7 +15,7 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import SealExportsError
-from sealexports.exports import engine, split
+from sealexports.exports import engine, split, values
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES, FORMATS
 from sealexports.storage import accounts
@@ -268,6 +268,8 @@ def export(
             sys.stdout.buffer.flush()
         except BrokenPipeError:
             _reader_stopped()
+            return
+        _warn(values.warnings(conn, req))
         return
     dest = _destination(output, req.file_name)
     total = engine.count_estimate(conn, req)
@@ -292,6 +294,16 @@ def export(
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+    notes = values.warnings(conn, req)
+    if info.rows == 0 and not notes:
+        notes = [f"no rows match these filters from {req.date_from} to {req.date_to}"]
+    _warn(notes)
+
+
+def _warn(notes: list[str]) -> None:
+    """Why an export may be empty, on stderr, even with --silent: the export still succeeded."""
+    for note in notes:
+        click.echo(f"Warning: {note}", err=True)
 
 
 def _second_process(state: State) -> list[str] | None:
