@@ -158,6 +158,7 @@ class Api:
             body["date_from"],
             body["date_to"],
             body.get("filters"),
+            compression=body.get("compression"),
         )
         with self.conn() as conn:
             return b"".join(engine.chunks(conn, req))

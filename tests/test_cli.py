@@ -426,7 +426,7 @@ def test_export_default_file_name_in_the_current_folder(seeded: Path, out: Path)
 
 
 @pytest.mark.parametrize("export_type", list(EXPORT_TYPES))
-@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
 def test_export_to_stdout_is_the_same_bytes_as_the_file(
     seeded: Path, out: Path, export_type: str, fmt: str
 ) -> None:

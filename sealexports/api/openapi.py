@@ -1,5 +1,5 @@
 """What the OpenAPI schema says beyond what Litestar infers: our error body for each status an
-operation may give, CSV or JSON for the two file endpoints, and bodies that refuse unknown fields."""
+operation may give, the file formats of the two file endpoints, and bodies that refuse unknown fields."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from litestar.openapi.spec import (
 )
 
 from sealexports.api.schemas import ErrorOut, ExportBody
+from sealexports.exports import formats
 
 
 def errors(described: Mapping[int, str]) -> dict[int, ResponseSpec]:
@@ -101,18 +102,34 @@ EVENTS = errors(
     }
 )
 
-_FILE_CONTENT = {
-    "text/csv": OpenAPIMediaType(
-        schema=Schema(type=OpenAPIType.STRING, description="RFC 4180 CSV in UTF-8 with a header row.")
-    ),
-    "application/json": OpenAPIMediaType(
+
+def _file_content() -> dict[str, OpenAPIMediaType]:
+    """Each format's and compression's registered media type, as exports/formats.py lists them."""
+    content = {
+        f.media_type: OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, description=f"{f.name}: {f.description}.")
+        )
+        for f in formats.FORMATS.values()
+    }
+    content["application/json"] = OpenAPIMediaType(
         schema=Schema(
             type=OpenAPIType.ARRAY,
             items=Schema(type=OpenAPIType.OBJECT),
             description="One array of objects keyed by the CSV header.",
         )
-    ),
-}
+    )
+    for c in formats.COMPRESSIONS.values():
+        if c.media_type:
+            content[c.media_type] = OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.STRING,
+                    description=f"A csv, json or ndjson file compressed with {c.name} ({c.suffix}).",
+                )
+            )
+    return content
+
+
+_FILE_CONTENT = _file_content()
 
 
 def _header(description: str) -> OpenAPIHeader:
@@ -132,8 +149,9 @@ FILE_HEADERS = {  # a download's validators and digests, on 200, 206 and 304 ali
 
 @dataclass
 class FileOperation(Operation):
-    """An operation whose 200 is an export file: text/csv or application/json, as the request's
-    `format` says, sent as an attachment (Litestar alone would document one media type)."""
+    """An operation whose 200 is an export file: text/csv, application/json and so on, as the
+    request's `format` and `compression` say, sent as an attachment (Litestar alone would
+    document one media type)."""
 
     def __post_init__(self) -> None:
         ok = (self.responses or {}).get("200")

@@ -11,7 +11,7 @@ ExportTypeName = Literal[
     "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
-FormatName = Literal["csv", "json"]
+FormatName = Literal["csv", "json", "ndjson"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 Date = Annotated[
     str, Meta(description="A date as YYYY-MM-DD, in the site's time zone.", examples=["2025-01-01"])
@@ -30,7 +30,10 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
     export_type: Annotated[ExportTypeName, Meta(description="Type of data to export.")]
     date_from: Annotated[Date, Meta(description="First day of the range (YYYY-MM-DD), inclusive.")]
     date_to: Annotated[Date, Meta(description="Last day of the range (YYYY-MM-DD), inclusive.")]
-    format: Annotated[FormatName, Meta(description="csv (default) or json.")] = "csv"
+    format: Annotated[
+        FormatName,
+        Meta(description="csv (default), json (one array) or ndjson (one object a line)."),
+    ] = "csv"
     filters: Annotated[
         dict[str, FilterValue] | None,
         Meta(

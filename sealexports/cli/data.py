@@ -16,8 +16,9 @@ import click
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import SealExportsError
 from sealexports.exports import engine, split, values
+from sealexports.exports.formats import FORMATS
 from sealexports.exports.request import build_request, parse_date
-from sealexports.exports.types import EXPORT_TYPES, FORMATS
+from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
 
@@ -238,7 +239,7 @@ def export(
     state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str,
     filters: tuple[str, ...], advanced: str | None, output: str | None, silent: bool,
 ) -> None:  # fmt: skip
-    """Export one type of data for a date range to a CSV or JSON file.
+    """Export one type of data for a date range to a CSV, JSON or NDJSON file.
 
     An export that matches nothing still writes its file (a header, or []) and says why on
     stderr: the dates the site has data for, or the values a filter takes.
