@@ -214,10 +214,15 @@ def test_sites_create_and_list(db: Path) -> None:
     conn.close()
 
 
-def test_plan_given_for_an_existing_account_changes_it(db: Path) -> None:
+def test_another_plan_for_an_existing_account_is_refused(db: Path) -> None:
     run(db, "sites", "create", "a", "--account", "acme")
-    run(db, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
-    assert [row[3] for row in sites_table(db)[1:]] == ["enterprise", "enterprise"]
+    result = run(db, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
+    assert_cli_error(result, "account 'acme' has the free plan", "accounts set-plan acme enterprise")
+    assert [row[:4] for row in sites_table(db)[1:]] == [["a", "a", "acme", "free"]]  # no site b either
+    # Its own plan, or none, adds the site.
+    assert run(db, "sites", "create", "b", "--account", "acme", "--plan", "free").exit_code == 0
+    assert run(db, "sites", "create", "c", "--account", "acme").exit_code == 0
+    assert [row[3] for row in sites_table(db)[1:]] == ["free", "free", "free"]
 
 
 def test_sites_list_on_an_empty_database(db: Path) -> None:
