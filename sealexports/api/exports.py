@@ -21,7 +21,7 @@ from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, 
 from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
-from sealexports.exports import engine, values
+from sealexports.exports import engine, manifest, values
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
@@ -297,6 +297,27 @@ class ExportsController(Controller):
         """The job object, as in the create response."""
         site = _site(services, account, site_id, account_id)
         return job_out(services, await _current(services, _job(services, site, job_id)), request)
+
+    @get(
+        "/{job_id:str}/manifest",
+        summary="Get an export file's manifest",
+        operation_id="getExportManifest",
+        responses=openapi.MANIFEST,
+    )
+    async def manifest(
+        self,
+        job_id: JobId,
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> dict[str, Any]:
+        """What was asked (type, dates, filters, format), the site's time zone, the columns and
+        their types, and the file's rows, bytes and SHA-256, when it was generated and how fresh
+        its data was. 409 until the job has completed."""
+        site = _site(services, account, site_id, account_id)
+        job = await _current(services, _job(services, site, job_id))
+        return manifest.of_job(request_for(job), site.timezone, job)
 
     @delete(
         "/{job_id:str}",

@@ -63,6 +63,13 @@ STREAM = errors(
     {**_KEYED, **_BODY, 413: "The body is over 64 KiB, or the export has too many rows to stream."}
 )
 LIST = errors(_KEYED)
+MANIFEST = errors(
+    {
+        **_KEYED,
+        404: "Unknown job or site, or one of another account.",
+        409: "The job has not completed (pending, running or failed): no file to describe yet.",
+    }
+)
 JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
 DOWNLOAD = {
     **errors(

@@ -15,12 +15,13 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import SealExportsError
-from sealexports.exports import engine, split, values
+from sealexports.exports import engine, manifest, split, values
 from sealexports.exports.formats import FORMATS
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
+from sealexports.storage.events import latest_event_at
 
 if TYPE_CHECKING:
     from sealexports.ingest import ImportReport, Meter
@@ -233,11 +234,16 @@ def _import_summary(r: ImportReport, elapsed: float) -> str:
     "-o", "--output", metavar="FILE|-",
     help="Output file or folder, or - for stdout (default: sealmetrics_{type}_{from}_{to}.{ext}).",
 )  # fmt: skip
+@click.option(
+    "--manifest", "manifest_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+    help="Also write the file's manifest (JSON: request, columns, rows, bytes, SHA-256) to FILE.",
+)  # fmt: skip
 @silent_option
 @pass_state
 def export(
     state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str,
-    filters: tuple[str, ...], advanced: str | None, output: str | None, silent: bool,
+    filters: tuple[str, ...], advanced: str | None, output: str | None, manifest_file: str | None,
+    silent: bool,
 ) -> None:  # fmt: skip
     """Export one type of data for a date range to a CSV, JSON or NDJSON file.
 
@@ -262,6 +268,12 @@ def export(
         raw_filters,
         formula_guard=state.settings.csv_formula_guard,
     )
+    if output == "-" and manifest_file:
+        raise click.ClickException("--manifest describes a file: use -o FILE, not stdout")
+    if manifest_file and not Path(manifest_file).resolve().parent.is_dir():
+        raise click.ClickException(
+            f"folder {str(Path(manifest_file).parent)!r} does not exist (create it first)"
+        )
     if output == "-":
         try:
             for chunk in engine.chunks(conn, req):
@@ -274,6 +286,9 @@ def export(
         return
     dest = _destination(output, req.file_name)
     total = engine.count_estimate(conn, req)
+    latest = (
+        latest_event_at(conn, req.site_id, str(req.date_from), str(req.date_to)) if manifest_file else None
+    )
     started = time.perf_counter()
     try:
         with progress_bar(silent, total, "Exporting") as advance:
@@ -289,6 +304,10 @@ def export(
     except BrokenPipeError:  # a FIFO whose reader closed it
         return
     elapsed = time.perf_counter() - started
+    if manifest_file:
+        generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        produced = manifest.Produced(dest.name, info.rows, info.size_bytes, info.sha256, generated, latest)
+        manifest.write(Path(manifest_file), manifest.build(req, target.timezone, produced))
     if not silent:
         click.echo(
             f"Wrote {info.rows:,} rows ({engine.human_size(info.size_bytes)}) to {dest} in "

@@ -322,3 +322,20 @@ def delete_site_data(conn: sqlite3.Connection, site_id: str) -> None:
     """Remove a site's analytics rows (not the site). The caller owns the transaction."""
     for table in (*ANALYTICS_TABLES, *INGEST_TABLES):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", [site_id])
+
+
+def latest_event_at(conn: sqlite3.Connection, site_id: str, day_from: str, day_to: str) -> str | None:
+    """The time (UTC, ISO) of the site's newest page view, conversion or microconversion on the
+    days day_from..day_to (the site's days), or None. Cheap: the last day with events comes from
+    each table's (site_id, day) index, then only that day's rows are read (a later local day
+    always holds later times)."""
+    latest: str | None = None
+    for table in ("pageviews", "conversions", "microconversions"):
+        row = conn.execute(
+            f"SELECT MAX(ts) FROM {table} WHERE site_id = ? AND day = "
+            f"(SELECT MAX(day) FROM {table} WHERE site_id = ? AND day BETWEEN ? AND ?)",
+            [site_id, site_id, day_from, day_to],
+        ).fetchone()
+        if row[0] is not None and (latest is None or row[0] > latest):
+            latest = str(row[0])
+    return latest

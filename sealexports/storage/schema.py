@@ -359,3 +359,26 @@ def m009_day_groups(db: sqlite_utils.Database) -> None:
         f"INSERT INTO day_groups SELECT site_id, day, {fields}, SUM(e), SUM(g), SUM(pv), SUM(mc), SUM(c), "
         f"SUM(rev) FROM ({union}) GROUP BY site_id, day, {fields}"
     )
+
+
+@migrations()
+def m010_manifests_and_idempotency(db: sqlite_utils.Database) -> None:
+    """`latest_event_at`: a job's freshness, recorded when it runs (its manifest shows it).
+    `idempotency_keys`: an account's Idempotency-Key on a create, the request it came with
+    (`fingerprint`), the job it made and the answer given (kept 24 hours)."""
+    db.execute("ALTER TABLE export_jobs ADD COLUMN latest_event_at TEXT")
+    _run(
+        db,
+        """
+        CREATE TABLE idempotency_keys (
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            job_id TEXT,
+            response TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (account_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)
+        """,
+    )
