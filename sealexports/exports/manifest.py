@@ -54,17 +54,15 @@ def build(
     req: ExportRequest, timezone: str, produced: Produced, *, job_id: str | None = None
 ) -> dict[str, Any]:
     """The manifest as a JSON-ready dict (keys in a fixed order)."""
-    request: dict[str, Any] = {
+    request = {
         "site_id": req.site_id,
         "export_type": req.type.name,
         "date_from": req.date_from.isoformat(),
         "date_to": req.date_to.isoformat(),
         "filters": dict(req.filters),
         "format": req.format,
+        "compression": req.compression,
     }
-    compression = getattr(req, "compression", None)  # once exports can be compressed
-    if compression is not None:
-        request["compression"] = compression
     return {
         "manifest_version": VERSION,
         "job_id": job_id,
