@@ -577,7 +577,7 @@ def test_export_errors_leave_the_database_untouched(seeded: Path, out: Path) -> 
 
 def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -> None:
     """`sealexports export` pays for what it imports at every start: the demo generator (which
-    builds its tables on import), the ingestion code and `regex` wait for the commands that use them."""
+    builds its tables on import), the ingestion code, `regex` and pycountry wait for what uses them."""
     import subprocess
     import sys
 
@@ -589,7 +589,7 @@ def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "sealexports.cli" in loaded
-    for module in ("sealexports.demo", "sealexports.ingest", "regex"):
+    for module in ("sealexports.demo", "sealexports.ingest", "regex", "pycountry"):
         assert module not in loaded
     assert (data.DEMO_DAYS, data.DEMO_VISITS) == (demo.DEFAULT_DAYS, demo.DEFAULT_VISITS)
 
