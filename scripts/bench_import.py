@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from itertools import islice
 from pathlib import Path
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def events(n: int) -> Any:
+def events(n: int) -> Iterator[dict[str, Any]]:
     """n events of demo traffic, as events-format dicts, visit after visit."""
     made = 0
     visits = demo.generate("Europe/Madrid", end=date(2025, 3, 31), days=90, visits=max(n // 2, 10), seed=42)
@@ -43,10 +44,10 @@ def events(n: int) -> Any:
             "country": v.country, "device_type": v.device_type, "browser": v.browser, "os": v.os,
         }  # fmt: skip
         visitor = f"{number:012x}"
-        out = []
+        out: list[dict[str, Any]] = []
         for i, p in enumerate(v.pages):
-            event = {"type": "pageview", "ts": p.ts.isoformat(), "visitor": visitor, "path": p.path,
-                     "content_grouping": p.content_grouping}  # fmt: skip
+            event: dict[str, Any] = {"type": "pageview", "ts": p.ts.isoformat(), "visitor": visitor,
+                                     "path": p.path, "content_grouping": p.content_grouping}  # fmt: skip
             if i == 0:
                 event.update({k: x for k, x in dims.items() if x is not None})
             out.append(event)

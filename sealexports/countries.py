@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from functools import cache
 
-import pycountry
-
 # User-assigned codes that trackers and GeoIP databases send for "country unknown": ingest
 # stores them as a missing country (docs/events.md).
 UNKNOWN = frozenset({"XX", "ZZ"})
@@ -16,6 +14,8 @@ UNKNOWN = frozenset({"XX", "ZZ"})
 def country_name(code: str | None) -> str | None:
     """The common English name ('South Korea', 'Iran'), else the ISO name; None for a missing
     code or one that is not a country."""
+    import pycountry  # imported on first use: a command that needs no country starts faster
+
     country = pycountry.countries.get(alpha_2=code) if code and len(code) == 2 else None
     if country is None:
         return None

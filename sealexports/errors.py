@@ -92,6 +92,22 @@ class Conflict(SealExportsError):
     code = "conflict"
 
 
+class PreconditionFailed(SealExportsError):
+    """A conditional request's precondition (If-Match) does not hold."""
+
+    code = "precondition_failed"
+
+
+class RangeNotSatisfiable(SealExportsError):
+    """A byte range that lies past the end of a `size`-byte file."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 class Unavailable(SealExportsError):
     """The service cannot answer now (e.g. its database is unreachable)."""
 

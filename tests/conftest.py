@@ -15,7 +15,7 @@ from sealexports import demo
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.visits import Visit, insert_visits
-from tests.apps import ApiFactory
+from tests.apps import ApiFactory, Template
 
 # A small demo site whose range crosses the spring DST change in Europe/Madrid (2025-03-30).
 DEMO_END = date(2025, 4, 5)
@@ -33,17 +33,43 @@ class DemoDB:
     date_to: date
 
 
-def seed_demo(path: Path, site_id: str = "demo", **kwargs: object) -> DemoDB:
+def seed_demo(
+    path: Path,
+    site_id: str = "demo",
+    *,
+    end: date = DEMO_END,
+    days: int = DEMO_DAYS,
+    visits: int = DEMO_VISITS,
+    seed: int = DEMO_SEED,
+) -> DemoDB:
+    """A site in Europe/Madrid with `visits` demo visits over the `days` days ending `end`."""
     conn = connect(path)
     site = accounts.create_site(conn, site_id, timezone="Europe/Madrid")
-    args = {"end": DEMO_END, "days": DEMO_DAYS, "visits": DEMO_VISITS, "seed": DEMO_SEED, **kwargs}
-    visits = list(demo.generate(site.timezone, **args))  # type: ignore[arg-type]
+    inserted = list(demo.generate(site.timezone, end=end, days=days, visits=visits, seed=seed))
     with transaction(conn):
-        insert_visits(conn, site, visits)
+        insert_visits(conn, site, inserted)
     conn.close()
-    end: date = args["end"]  # type: ignore[assignment]
-    start = date.fromordinal(end.toordinal() - int(args["days"]) + 1)  # type: ignore[call-overload]
-    return DemoDB(path, site, visits, start, end)
+    start = date.fromordinal(end.toordinal() - days + 1)
+    return DemoDB(path, site, inserted, start, end)
+
+
+def template(path: Path, *, visits: int, days: int) -> Template:
+    """A seeded database for the HTTP tests to copy (each test gets its own copy)."""
+    db = seed_demo(path, visits=visits, days=days)
+    return Template(db.path, db.site.site_id, str(db.date_from), str(db.date_to))
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """3,000 visits over 10 days."""
+    return template(tmp_path_factory.mktemp("api-small") / "template.db", visits=3000, days=10)
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """15,000 visits over 10 days: about 40,000 page views and 4,100 microconversions (three
+    chunks of a file)."""
+    return template(tmp_path_factory.mktemp("api-big") / "template.db", visits=15000, days=10)
 
 
 @pytest.fixture(scope="session")

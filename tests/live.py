@@ -80,8 +80,16 @@ def start(
 
 
 @contextmanager
-def running(db: Path, workdir: Path, **kwargs: object) -> Iterator[Server]:
-    server = start(db, workdir, **kwargs)  # type: ignore[arg-type]
+def running(
+    db: Path,
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+    serve_args: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    """start(), and the server killed at the end of the block."""
+    server = start(db, workdir, env=env, config=config, serve_args=serve_args)
     try:
         yield server
     finally:

@@ -24,13 +24,12 @@ from litestar.testing import TestClient
 from sealexports import __version__
 from sealexports.api.app import create_app
 from sealexports.config import DEFAULT_PLANS, Plan, Settings
-from sealexports.exports.engine import human_size
 from sealexports.storage import export_jobs
 from sealexports.storage.accounts import revoke_key
 from sealexports.storage.database import secret_key
 from sealexports.tokens import DownloadTokens
 from tests.apps import API, BASE, RUNNING, SLOW_FILTERS, Api, ApiFactory, Template, count_rows
-from tests.conftest import seed_demo
+from tests.checks import assert_error, assert_human_size
 
 JOB_FIELDS = {
     "id", "job_id", "site_id", "export_type", "format", "date_from", "date_to", "filters", "status",
@@ -43,7 +42,7 @@ SUMMARY_FIELDS = {
 }  # fmt: skip
 ESTIMATE_FIELDS = {
     "estimated_rows", "estimated_size_bytes", "estimated_size_human", "recommended_format",
-    "will_use_background_job", "estimated_duration_seconds",
+    "will_use_background_job", "estimated_duration_seconds", "warnings",
 }  # fmt: skip
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 STATUS_ORDER = ["pending", "estimating", "generating", "completed"]
@@ -55,25 +54,8 @@ BIG_EXPORT = "pages"
 # --- Fixtures ------------------------------------------------------------------------------------
 
 
-def _template(tmp: Path, **kwargs: Any) -> Template:
-    db = seed_demo(tmp / "template.db", **kwargs)
-    return Template(db.path, db.site.site_id, str(db.date_from), str(db.date_to))
-
-
 # Tests that poll a lot are about jobs, not rate limits: lift the pro plan's 480 a minute.
 POLLING_PLANS = {**DEFAULT_PLANS, "pro": dataclasses.replace(DEFAULT_PLANS["pro"], requests_per_minute=10**6)}
-
-
-@pytest.fixture(scope="session")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    """3,000 visits over 10 days (copied into each test's own directory)."""
-    return _template(tmp_path_factory.mktemp("api-small"), visits=3000, days=10)
-
-
-@pytest.fixture(scope="session")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    """15,000 visits over 10 days: about 4,100 microconversions, three chunks of a file."""
-    return _template(tmp_path_factory.mktemp("api-big"), visits=15000, days=10)
 
 
 class _ErrorLog(logging.Handler):
@@ -113,21 +95,6 @@ def ts(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
 
 
-def assert_error(r: httpx.Response, status: int) -> dict[str, Any]:
-    """The one error body: {detail, error: {code, message, detail}, request_id}."""
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"detail", "error", "request_id"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert set(body["error"]) == {"code", "message", "detail"}, body
-    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
-    assert body["error"]["message"] == body["detail"]
-    assert isinstance(body["request_id"], str) and body["request_id"]
-    assert body["request_id"] == r.headers["x-request-id"]
-    assert "Traceback" not in r.text
-    return body  # type: ignore[no-any-return]
-
-
 def assert_completed_download(api: Api, job: dict[str, Any], body: dict[str, Any]) -> bytes:
     """A completed job's fields agree with its file, which is what the offline engine writes."""
     fmt = body.get("format", "csv")
@@ -146,7 +113,7 @@ def assert_completed_download(api: Api, job: dict[str, Any], body: dict[str, Any
     )
     assert job["actual_rows"] == rows_of(content, fmt)
     assert job["file_size_bytes"] == len(content)
-    assert job["file_size_human"] == human_size(len(content))
+    assert_human_size(job["file_size_human"], len(content))
     with api.conn() as conn:
         record = export_jobs.get_job(conn, job["job_id"])
     assert record.sha256 == hashlib.sha256(content).hexdigest()
@@ -179,7 +146,8 @@ def test_create_under_limit_completes_and_download_matches_offline_engine(
     api = make(small)
     body = api.body(export_type, format=fmt, **({"filters": filters} if filters else {}))
     out = api.created(body)
-    assert set(out) == {"job", "estimate", "message"}
+    assert set(out) == {"job", "estimate", "message", "warnings"}
+    assert out["warnings"] == out["estimate"]["warnings"] == []
     assert set(out["estimate"]) == ESTIMATE_FIELDS
     assert out["estimate"]["will_use_background_job"] is False
     assert out["message"] == "Export completed. Ready for download."
@@ -297,7 +265,7 @@ def test_missing_site_id_and_account_id_returns_422(make: ApiFactory, small: Tem
     api = make(small, run_workers=False)
     body, h, c = api.body("sources"), api.headers, api.client
     job_id = "00000000-0000-0000-0000-000000000000"
-    calls = {
+    calls: dict[str, Callable[[], httpx.Response]] = {
         "create": lambda: c.post(API, json=body, headers=h),
         "estimate": lambda: c.post(f"{API}/estimate", json=body, headers=h),
         "stream": lambda: c.post(f"{API}/stream", json=body, headers=h),
@@ -321,8 +289,12 @@ def test_estimate_returns_the_six_spec_fields(make: ApiFactory, small: Template)
     assert set(est) == ESTIMATE_FIELDS
     assert isinstance(est["estimated_rows"], int) and est["estimated_rows"] > 0
     assert isinstance(est["estimated_size_bytes"], int) and est["estimated_size_bytes"] > 0
-    assert est["estimated_size_human"] == human_size(est["estimated_size_bytes"])
-    assert est["recommended_format"] in ("csv", "json")
+    assert_human_size(est["estimated_size_human"], est["estimated_size_bytes"])
+    # The smaller file of the two formats is recommended, whichever was asked for.
+    other = api.estimate({**body, "format": "csv"}).json()
+    assert other["recommended_format"] == est["recommended_format"]
+    smaller = min(("csv", other), ("json", est), key=lambda e: e[1]["estimated_size_bytes"])[0]
+    assert est["recommended_format"] == smaller
     assert est["will_use_background_job"] is False
     assert isinstance(est["estimated_duration_seconds"], int) and est["estimated_duration_seconds"] >= 1
     assert api.list().json()["total"] == 0, "an estimate creates no job"
@@ -419,8 +391,10 @@ def test_list_shows_only_the_sites_jobs(make: ApiFactory, small: Template) -> No
 
 def test_list_rejects_out_of_range_parameters(make: ApiFactory, small: Template) -> None:
     api = make(small, run_workers=False)
-    bad = [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"offset": -1}, "offset"),
-           ({"limit": "x"}, "limit"), ({"include_expired": "maybe"}, "include_expired")]  # fmt: skip
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"offset": -1}, "offset"),
+        ({"limit": "x"}, "limit"), ({"include_expired": "maybe"}, "include_expired"),
+    ]  # fmt: skip
     for query, name in bad:
         err = assert_error(api.list(**query), 422)
         assert err["detail"].startswith(f"{name}:"), (query, err)
@@ -723,7 +697,7 @@ def test_other_accounts_job_returns_404(make: ApiFactory, small: Template) -> No
 
 # --- Bad input -----------------------------------------------------------------------------------
 
-BAD_INPUT = {
+BAD_INPUT: dict[str, tuple[dict[str, Any], str]] = {
     "unknown-export-type": ({"export_type": "referrers"}, "export_type: Invalid enum value 'referrers'"),
     "unknown-format": ({"format": "xml"}, "format: Invalid enum value 'xml'"),
     "unknown-filter-key": ({"filters": {"colour": "red"}}, "unknown filter key 'colour'"),
@@ -928,3 +902,36 @@ def test_healthz_answers_503_when_the_database_is_gone(tmp_path: Path) -> None:
         r = client.get("/healthz")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "unavailable"
+
+
+# --- warnings: why an export may come out empty ---------------------------------------------------
+
+
+def test_a_filter_value_that_never_occurs_is_named_with_the_values_that_do(
+    make: ApiFactory, small: Template
+) -> None:
+    api = make(small)
+    body = api.body("conversions", filters={"conversion_type": "purchse", "country": ["es", "QQ"]})
+    span = f"from {api.date_from} to {api.date_to}"
+    with api.conn() as conn:  # the independent truth: the conversions' own types
+        types = {r[0] for r in conn.execute("SELECT DISTINCT conversion_type FROM conversions")}
+    r = api.estimate(body)
+    assert r.status_code == 200, r.text
+    warnings = r.json()["warnings"]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"conversion_type 'purchse' does not occur {span}; it has: ")
+    assert set(warnings[0].split("it has: ")[1].split(", ")) == types == {"purchase", "lead", "signup"}
+    assert warnings[1].startswith(f"country 'QQ' does not occur {span}; it has: ES, ")  # es is ES
+    out = api.created(body)
+    assert out["warnings"] == out["estimate"]["warnings"] == warnings
+    assert out["job"]["actual_rows"] == 0
+
+
+def test_dates_without_data_say_which_dates_have_it(make: ApiFactory, small: Template) -> None:
+    api = make(small)
+    body = {**api.body("sources"), "date_from": "2020-01-01", "date_to": "2020-01-31"}
+    expected = f"site {api.site_id!r} has no data from 2020-01-01 to 2020-01-31; it has data from "
+    expected += f"{api.date_from} to {api.date_to}"
+    assert api.estimate(body).json()["warnings"] == [expected]
+    assert api.created(body)["warnings"] == [expected]
+    assert api.estimate(api.body("sources")).json()["warnings"] == []

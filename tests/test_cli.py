@@ -22,6 +22,7 @@ from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from sealexports.storage.visits import ANALYTICS_TABLES
+from tests.checks import assert_cli_error
 
 SEED_ARGS = ["seed", "--site", "demo", "--days", "5", "--visits", "500", "--end", "2025-03-31", "--silent"]
 RANGE = ["--from", "2025-03-27", "--to", "2025-03-31"]
@@ -36,23 +37,6 @@ def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(db: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, ["--db", str(db), *args], env=env, catch_exceptions=False)
-
-
-def assert_error(result: Result, *expected: str) -> str:
-    """Exit status not 0, and exactly one `Error:` line on stderr, with no traceback or noise.
-
-    Besides it, only click's own usage hint ("Usage: ...", "Try ...") may appear.
-    """
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    others = [line for line in lines if line and not line.startswith(("Error:", "Usage:", "Try "))]
-    assert others == [], result.stderr
-    assert "Traceback" not in result.output
-    for text in expected:
-        assert text in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -171,15 +155,15 @@ def test_bad_config_is_one_error_line(tmp_path: Path, content: str, named: str) 
     config = tmp_path / "c.toml"
     config.write_text(content)
     result = CliRunner().invoke(cli, ["--config", str(config), "init"], catch_exceptions=False)
-    assert_error(result, named)
+    assert_cli_error(result, named)
     result = CliRunner().invoke(
         cli, ["init"], env={"SEALEXPORTS_CONFIG": str(config)}, catch_exceptions=False
     )
-    assert_error(result, named)
+    assert_cli_error(result, named)
 
 
 def test_bad_environment_override_is_one_error_line(db_path: Path) -> None:
-    assert_error(run(db_path, "init", env={"SEALEXPORTS_SYNC_ROW_LIMIT": "lots"}), "SYNC_ROW_LIMIT")
+    assert_cli_error(run(db_path, "init", env={"SEALEXPORTS_SYNC_ROW_LIMIT": "lots"}), "SYNC_ROW_LIMIT")
 
 
 # --- sites --------------------------------------------------------------------------------------
@@ -230,10 +214,15 @@ def test_sites_create_and_list(db: Path) -> None:
     conn.close()
 
 
-def test_plan_given_for_an_existing_account_changes_it(db: Path) -> None:
+def test_another_plan_for_an_existing_account_is_refused(db: Path) -> None:
     run(db, "sites", "create", "a", "--account", "acme")
-    run(db, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
-    assert [row[3] for row in sites_table(db)[1:]] == ["enterprise", "enterprise"]
+    result = run(db, "sites", "create", "b", "--account", "acme", "--plan", "enterprise")
+    assert_cli_error(result, "account 'acme' has the free plan", "accounts set-plan acme enterprise")
+    assert [row[:4] for row in sites_table(db)[1:]] == [["a", "a", "acme", "free"]]  # no site b either
+    # Its own plan, or none, adds the site.
+    assert run(db, "sites", "create", "b", "--account", "acme", "--plan", "free").exit_code == 0
+    assert run(db, "sites", "create", "c", "--account", "acme").exit_code == 0
+    assert [row[3] for row in sites_table(db)[1:]] == ["free", "free", "free"]
 
 
 def test_sites_list_on_an_empty_database(db: Path) -> None:
@@ -256,7 +245,7 @@ def test_sites_list_on_an_empty_database(db: Path) -> None:
 def test_bad_site_create_is_one_error_line(db: Path, args: list[str], expected: str | None) -> None:
     assert run(db, "sites", "create", "shop").exit_code == 0
     before = sites_table(db)
-    assert_error(run(db, "sites", "create", *args), *([expected] if expected else []))
+    assert_cli_error(run(db, "sites", "create", *args), *([expected] if expected else []))
     assert sites_table(db) == before
 
 
@@ -329,7 +318,7 @@ def test_keys_revoke(db: Path) -> None:
     assert accounts.authenticate(conn, kept).name == "shop"
     conn.close()
     # Revoking again: there is no active key with that prefix.
-    assert_error(run(db, "keys", "revoke", prefix), prefix)
+    assert_cli_error(run(db, "keys", "revoke", prefix), prefix)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +331,7 @@ def test_keys_revoke(db: Path) -> None:
 )
 def test_bad_keys_commands_are_one_error_line(db: Path, args: list[str], expected: str) -> None:
     run(db, "sites", "create", "shop")
-    assert_error(run(db, "keys", *args), expected)
+    assert_cli_error(run(db, "keys", *args), expected)
     assert parse_table(run(db, "keys", "list").stdout)[1:] == []
 
 
@@ -382,7 +371,7 @@ def test_seed_twice_needs_replace(tmp_path: Path, seeded: Path) -> None:
     assert run(db, *SEED_ARGS).exit_code == 0
     before = analytics(db)
     result = run(db, *SEED_ARGS[:-1], "--visits", "50", "--silent")
-    assert_error(result, "--replace")
+    assert_cli_error(result, "--replace")
     assert analytics(db) == before  # nothing half-written
     result = run(db, *SEED_ARGS, "--replace")
     assert result.exit_code == 0, result.output
@@ -413,7 +402,7 @@ def test_seed_another_site_is_utc_and_reports_on_stderr(db: Path) -> None:
     ],
 )
 def test_bad_seed_is_one_error_line(db: Path, args: list[str], expected: str) -> None:
-    assert_error(run(db, "seed", "--silent", *args), expected)
+    assert_cli_error(run(db, "seed", "--silent", *args), expected)
     conn = connect(db)
     assert conn.execute("SELECT count(*) FROM visits").fetchone()[0] == 0
     conn.close()
@@ -442,7 +431,7 @@ def test_export_default_file_name_in_the_current_folder(seeded: Path, out: Path)
 
 
 @pytest.mark.parametrize("export_type", list(EXPORT_TYPES))
-@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
 def test_export_to_stdout_is_the_same_bytes_as_the_file(
     seeded: Path, out: Path, export_type: str, fmt: str
 ) -> None:
@@ -567,7 +556,7 @@ def test_bad_export_is_one_error_line_and_leaves_no_file(
         command += ["-o", output]
     before = listing(out)
     result = run(seeded, *command)
-    assert_error(result, expected)
+    assert_cli_error(result, expected)
     assert result.stdout_bytes == b""
     assert listing(out) == before
 
@@ -575,20 +564,20 @@ def test_bad_export_is_one_error_line_and_leaves_no_file(
 def test_unwritable_output_is_one_error_line(seeded: Path, out: Path) -> None:
     (out / "a-file").write_text("not a folder")
     result = export(seeded, "--type", "sources", "--silent", "-o", "a-file/out.csv")
-    assert_error(result, "a-file")
+    assert_cli_error(result, "a-file")
     assert listing(out) == ["a-file"]
     assert (out / "a-file").read_text() == "not a folder"
 
 
 def test_export_errors_leave_the_database_untouched(seeded: Path, out: Path) -> None:
     before = analytics(seeded)
-    assert_error(export(seeded, "--type", "sources", "--advanced", "path:regex:["), "invalid regex")
+    assert_cli_error(export(seeded, "--type", "sources", "--advanced", "path:regex:["), "invalid regex")
     assert analytics(seeded) == before
 
 
 def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -> None:
     """`sealexports export` pays for what it imports at every start: the demo generator (which
-    builds its tables on import), the ingestion code and `regex` wait for the commands that use them."""
+    builds its tables on import), the ingestion code, `regex` and pycountry wait for what uses them."""
     import subprocess
     import sys
 
@@ -600,7 +589,7 @@ def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "sealexports.cli" in loaded
-    for module in ("sealexports.demo", "sealexports.ingest", "regex"):
+    for module in ("sealexports.demo", "sealexports.ingest", "regex", "pycountry"):
         assert module not in loaded
     assert (data.DEMO_DAYS, data.DEMO_VISITS) == (demo.DEFAULT_DAYS, demo.DEFAULT_VISITS)
 
@@ -661,5 +650,5 @@ def test_a_failed_second_process_is_one_error_line_and_no_file(
         data, "_second_process", lambda state: [sys.executable, "-c", "import sys; sys.exit('boom')"]
     )
     result = run(seeded, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "x", "--silent")
-    assert assert_error(result, "the second export process failed: boom")
+    assert assert_cli_error(result, "the second export process failed: boom")
     assert listing(out) == []

@@ -77,3 +77,53 @@ def test_help_examples_use_dates_of_the_demo_they_seed(db_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) > 1, result.stderr
     assert "seed --end 2025-03-31" in CliRunner().invoke(cli, ["export", "--help"]).output
+
+
+SEED = ["seed", "--days", "5", "--visits", "800", "--end", "2025-03-31", "--silent"]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("first-use") / "seeded.db"
+    assert run(db, *SEED).exit_code == 0
+    return db
+
+
+def export(db: Path, *args: str) -> Result:
+    return run(db, "export", "--site", "demo", "-o", "-", *args)
+
+
+def test_dates_without_data_exit_0_and_say_which_dates_have_it(seeded: Path) -> None:
+    result = export(seeded, "--type", "sources", "--from", "2025-01-01", "--to", "2025-01-31", "--silent")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("utm_source,") and len(result.stdout.splitlines()) == 1
+    assert result.stderr == (
+        "Warning: site 'demo' has no data from 2025-01-01 to 2025-01-31; it has data from "
+        "2025-03-27 to 2025-03-31\n"
+    )
+
+
+def test_a_filter_value_that_never_occurs_says_which_do(seeded: Path, tmp_path: Path) -> None:
+    conn = connect(seeded)  # the independent truth: the conversions' own types
+    types = {r[0] for r in conn.execute("SELECT DISTINCT conversion_type FROM conversions")}
+    conn.close()
+    args = ["--type", "conversions", "--from", "2025-03-27", "--to", "2025-03-31"]
+    result = run(seeded, "export", "--site", "demo", *args, "--filter", "conversion_type=purchse",
+                 "-o", str(tmp_path), "--silent")  # fmt: skip
+    assert result.exit_code == 0
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "Warning: conversion_type 'purchse' does not occur from 2025-03-27 to 2025-03-31; "
+    )
+    assert set(line.split("it has: ")[1].split(", ")) == types == {"purchase", "lead", "signup"}
+    # Values that occur, in another case than stored: matched, and no warning.
+    result = export(seeded, *args, "--filter", "conversion_type=purchase", "--filter", "device_type=Mobile")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert len(result.stdout.splitlines()) > 1
+
+
+def test_filters_that_match_nothing_together_say_so(seeded: Path, tmp_path: Path) -> None:
+    args = ["--type", "conversions", "--from", "2025-03-27", "--to", "2025-03-31", "-o", str(tmp_path)]
+    result = run(seeded, "export", "--site", "demo", *args, "--advanced", "path:eq:/nowhere", "--silent")
+    assert result.exit_code == 0
+    assert result.stderr == "Warning: no rows match these filters from 2025-03-27 to 2025-03-31\n"

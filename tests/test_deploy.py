@@ -44,9 +44,15 @@ def tool(name: str) -> str:
     return path
 
 
+class _CaseKeeping(configparser.RawConfigParser):
+    """systemd's keys are case-sensitive (configparser lowercases them by default)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def unit() -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(strict=False)  # SystemCallFilter= repeats
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _CaseKeeping(strict=False)  # SystemCallFilter= repeats
     parser.read(UNIT)
     return parser
 

@@ -14,24 +14,19 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
+from sealexports.cli import cli
 from sealexports.config import DEFAULT_PLANS, Plan
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect
 from tests import live
 from tests.apps import SLOW_FILTERS, ApiFactory, Template
+from tests.checks import assert_cli_error
 from tests.conftest import say, seed_demo
-from tests.test_cli import assert_error, export
 
 # The pro plan without its rate limit: the job tests poll.
 PLANS = {**DEFAULT_PLANS, "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=10**6)}
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    """15,000 visits over 10 days: about 40,000 page views, 4,100 microconversions."""
-    db = seed_demo(tmp_path_factory.mktemp("dos") / "template.db", visits=15000, days=10)
-    return Template(db.path, db.site.site_id, str(db.date_from), str(db.date_to))
 
 
 def _expression(n: int, op: str = "ne") -> str:
@@ -73,8 +68,10 @@ def test_many_regexes_are_a_422_naming_the_limit(make: ApiFactory, big: Template
 
 def test_cli_refuses_too_many_conditions_with_one_error_line(tmp_path: Path) -> None:
     db = seed_demo(tmp_path / "cli.db", visits=200, days=3)
-    result = export(db.path, "--type", "pages", "-o", "-", "--advanced", _expression(21))
-    assert_error(result, "advanced_filters has 21 conditions; at most 20 are allowed")
+    args = ["--db", str(db.path), "export", "--site", "demo", "--type", "pages", "--from", str(db.date_from),
+            "--to", str(db.date_to), "-o", "-", "--advanced", _expression(21)]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert_cli_error(result, "advanced_filters has 21 conditions; at most 20 are allowed")
 
 
 # --- Deadlines for the queries that serve a request ------------------------------------------------

@@ -19,6 +19,7 @@ from sealexports.api.app import create_app
 from sealexports.config import Settings
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
+from tests.checks import assert_error
 
 URL = "/api/v1/events"
 
@@ -80,15 +81,6 @@ def pv(ts: str, path: str = "/", visitor: str = "v", **extra: Any) -> dict[str, 
 def purchase(ts: str, visitor: str = "v", **extra: Any) -> dict[str, Any]:
     return {"type": "conversion", "ts": ts, "visitor": visitor, "path": "/checkout",
             "conversion_type": "purchase", "amount": 10, **extra}  # fmt: skip
-
-
-def assert_error_body(r: httpx.Response, status: int, *texts: str) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"detail", "error", "request_id"}
-    assert body["error"]["message"] == body["detail"] and body["request_id"] == r.headers["x-request-id"]
-    for text in texts:
-        assert text in body["detail"], body["detail"]
 
 
 # --- Taking events in ----------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def test_gzip_bodies(api: Client, content_type: str) -> None:
 def test_bad_bodies_are_clear_4xx(
     api: Client, body: bytes, headers: dict[str, str], status: int, text: str
 ) -> None:
-    assert_error_body(api.send(body, headers=headers), status, text)
+    assert_error(api.send(body, headers=headers), status, text)
     assert api.count("import_ids") == 0
 
 
@@ -259,18 +251,18 @@ def test_an_empty_batch_is_fine(api: Client) -> None:
 
 def test_over_10000_events_is_413_and_writes_nothing(api: Client) -> None:
     events = [pv(f"2025-03-30T10:00:{i % 60:02d}Z", f"/{i}", visitor=f"v{i}") for i in range(10_001)]
-    assert_error_body(api.send(events), 413, "at most 10,000 events")
+    assert_error(api.send(events), 413, "at most 10,000 events")
     assert api.count("pageviews") == 0
     assert api.send(events[:10_000]).json()["accepted"] == 10_000
 
 
 def test_a_body_over_8_mib_is_413(api: Client) -> None:
-    assert_error_body(api.send(b"[" + b" " * (8 * 2**20) + b"]"), 413, "the body is over 8 MiB")
+    assert_error(api.send(b"[" + b" " * (8 * 2**20) + b"]"), 413, "the body is over 8 MiB")
 
 
 def test_a_body_over_8_mib_once_decompressed_is_413(api: Client) -> None:
     bomb = gzip.compress(b"[" + b" " * (8 * 2**20 - 1) + b"]")
-    assert_error_body(api.send(bomb, headers={"Content-Encoding": "gzip"}), 413, "8 MiB once decompressed")
+    assert_error(api.send(bomb, headers={"Content-Encoding": "gzip"}), 413, "8 MiB once decompressed")
     exactly = gzip.compress(b"[" + b" " * (8 * 2**20 - 2) + b"]")
     assert api.send(exactly, headers={"Content-Encoding": "gzip"}).json()["accepted"] == 0
 
@@ -281,7 +273,7 @@ def test_a_gzip_bomb_of_millions_of_items_stops_at_the_batch_limit(api: Client, 
     bomb = gzip.compress(b"[" * (content_type == "application/json") + item * 2_000_000 + b"[]]", 9)
     assert len(bomb) < 32 * 1024
     r = api.send(bomb, headers={"Content-Encoding": "gzip", "Content-Type": content_type})
-    assert_error_body(r, 413, "a batch takes at most 10,000 events")
+    assert_error(r, 413, "a batch takes at most 10,000 events")
 
 
 def test_a_body_of_several_gzip_members_is_read_whole(api: Client) -> None:
@@ -301,7 +293,7 @@ def test_a_body_of_several_gzip_members_is_read_whole(api: Client) -> None:
 @pytest.mark.parametrize("tail", [b"junk", b"\0" * 8, b"\n"])
 def test_bytes_after_the_gzip_stream_are_422(api: Client, tail: bytes) -> None:
     body = gzip.compress(json.dumps([pv("2025-03-30T10:00:00Z")]).encode()) + tail
-    assert_error_body(
+    assert_error(
         api.send(body, headers={"Content-Encoding": "gzip"}), 422, "after the end of its gzip stream"
     )
     assert api.count("pageviews") == 0
@@ -311,28 +303,26 @@ def test_bytes_after_the_gzip_stream_are_422(api: Client, tail: bytes) -> None:
 
 
 def test_a_read_only_key_gets_403(api: Client) -> None:
-    assert_error_body(
-        api.send([pv("2025-03-30T10:00:00Z")], key="read"), 403, "'read' scope", "--scope write"
-    )
+    assert_error(api.send([pv("2025-03-30T10:00:00Z")], key="read"), 403, "'read' scope", "--scope write")
     assert api.count("pageviews") == 0
 
 
 def test_an_ingestion_key_cannot_export(api: Client) -> None:
     r = api.http.post("/api/v1/exports/estimate", params={"site_id": "shop"}, headers={"X-API-Key": api.keys["write"]},
                       json={"export_type": "pages", "date_from": "2025-03-30", "date_to": "2025-03-30"})  # fmt: skip
-    assert_error_body(r, 403, "'write' scope")
+    assert_error(r, 403, "'write' scope")
 
 
 def test_no_key_is_401(api: Client) -> None:
-    assert_error_body(api.send([], key=""), 401, "missing API key")
+    assert_error(api.send([], key=""), 401, "missing API key")
 
 
 def test_another_accounts_site_is_404(api: Client) -> None:
-    assert_error_body(api.send([pv("2025-03-30T10:00:00Z")], key="rival"), 404, "site 'shop' not found")
+    assert_error(api.send([pv("2025-03-30T10:00:00Z")], key="rival"), 404, "site 'shop' not found")
 
 
 def test_the_site_is_required(api: Client) -> None:
-    assert_error_body(api.send([], site=None), 422, "site_id is required")
+    assert_error(api.send([], site=None), 422, "site_id is required")
     r = api.http.post(URL, params={"account_id": "shop"}, json=[pv("2025-03-30T10:00:00Z")],
                       headers={"X-API-Key": api.keys["write"]})  # fmt: skip
     assert r.status_code == 200 and r.json()["accepted"] == 1

@@ -28,6 +28,7 @@ from sealexports.exports.request import ExportRequest, build_request
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
+from tests.checks import assert_human_size
 from tests.conftest import DemoDB, seed_demo
 from tests.model import (
     DEC2_COLUMNS,
@@ -40,7 +41,7 @@ from tests.model import (
     formula_guarded,
 )
 
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "ndjson")
 AGGREGATE_TYPES = [t for t in EXPORT_TYPES if t not in ("conversions", "microconversions", "time_series")]
 DIMENSION_TYPES = [t for t in AGGREGATE_TYPES if t != "pages"]
 DST_FROM, DST_TO = date(2025, 3, 29), date(2025, 3, 31)  # Europe/Madrid springs forward on 03-30
@@ -134,6 +135,16 @@ def _json_value(name: str, value: Any) -> Any:
 def parse_json(data: bytes, header: list[str]) -> list[Row]:
     doc = json.loads(data)
     assert isinstance(doc, list)
+    return _json_rows(doc, header)
+
+
+def parse_ndjson(data: bytes, header: list[str]) -> list[Row]:
+    """One object a line, each line ending in LF; nothing else (an empty export is empty)."""
+    assert data == b"" or data.endswith(b"}\n")
+    return _json_rows([json.loads(line) for line in data.split(b"\n")[:-1]], header)
+
+
+def _json_rows(doc: list[Any], header: list[str]) -> list[Row]:
     out = []
     for obj in doc:
         assert isinstance(obj, dict) and list(obj) == header
@@ -161,6 +172,8 @@ def read_export(conn: sqlite3.Connection, req: ExportRequest) -> list[Row]:
         got_header, rows = parse_csv(data)
         assert got_header == header
         return rows
+    if req.format == "ndjson":
+        return parse_ndjson(data, header)
     return parse_json(data, header)
 
 
@@ -172,7 +185,7 @@ def assert_matches_model(
 ) -> list[Row]:
     expected = model.rows(req.type.name, req.date_from, req.date_to, filters)
     got = read_export(conn, req)
-    if req.format == "json":
+    if req.format in ("json", "ndjson"):
         expected = as_json_rows(HEADERS[req.type.name], expected)
     elif req.formula_guard:
         expected = [formula_guarded(row) for row in expected]
@@ -228,7 +241,7 @@ def test_pages_columns_are_the_specs_four_then_ours(
             assert header == [*spec, "content_grouping"]
             assert int(first[1]) > 0 and first[4]
         else:
-            row = json.loads(data)[0]
+            row = json.loads(data)[0] if fmt == "json" else json.loads(data.split(b"\n")[0])
             assert list(row) == [*spec, "content_grouping"] and row["views"] > 0
 
 
@@ -681,7 +694,7 @@ def _tricky_visits() -> list[Visit]:
 
 
 @pytest.fixture(scope="module")
-def tricky(tmp_path_factory: pytest.TempPathFactory) -> tuple[sqlite3.Connection, DemoDB, Model]:
+def tricky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sqlite3.Connection, DemoDB, Model]]:
     path = tmp_path_factory.mktemp("tricky") / "tricky.db"
     conn = connect(path)
     site = accounts.create_site(conn, "tricky", timezone=TRICKY_TZ)
@@ -816,10 +829,12 @@ def test_range_without_data(demo_db: DemoDB, demo_conn: sqlite3.Connection, expo
     d0, d1 = date(2024, 1, 1), date(2024, 1, 7)
     csv_data = export_bytes(demo_conn, make_request(demo_db, export_type, "csv", d0, d1))
     json_data = export_bytes(demo_conn, make_request(demo_db, export_type, "json", d0, d1))
+    ndjson_data = export_bytes(demo_conn, make_request(demo_db, export_type, "ndjson", d0, d1))
     header = HEADERS[export_type]
     if export_type != "time_series":
         assert csv_data == (",".join(header) + "\r\n").encode()
         assert json.loads(json_data) == []
+        assert ndjson_data == b""
         return
     days = [(d0 + timedelta(days=i)).isoformat() for i in range(7)]
     zeros = (0, 0, Decimal(0), 0, 0, 0, Decimal(0), Decimal(0))
@@ -877,7 +892,7 @@ def test_estimate_background_flips_at_limit(demo_db: DemoDB, demo_conn: sqlite3.
     assert engine.estimate(demo_conn, req, n - 1).will_use_background_job is True
     est = engine.estimate(demo_conn, req, n + 1)
     assert est.estimated_duration_seconds >= 1
-    assert est.estimated_size_human == engine.human_size(est.estimated_size_bytes)
+    assert_human_size(est.estimated_size_human, est.estimated_size_bytes)
 
 
 @pytest.mark.parametrize(

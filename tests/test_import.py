@@ -27,6 +27,7 @@ from sealexports.ingest import import_events, ndjson_items
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from sealexports.storage.visits import Conversion, PageView, Visit
+from tests.checks import assert_cli_error
 from tests.model import Model
 
 IPHONE = (
@@ -57,7 +58,7 @@ EVENT_TABLES = ("visits", "pageviews", "conversions", "microconversions")
 #        page view starts visit 2, whose microconversion comes exactly 30 minutes later (same visit).
 # b-1:   an explicit visit across the DST change, with a page view 1h55m after the one before.
 # carol: epoch times; a one-page visit with a signup. dave: 23:30 UTC on 03-28 is 03-29 in Madrid.
-HAND = [
+HAND: list[dict[str, Any]] = [
     {"type": "pageview", "ts": "2025-03-29T23:50:00+01:00", "visitor": "alice", "path": "/",
      "content_grouping": "home", "referrer": "https://www.google.com/search?q=shoes",
      "utm_source": "google", "utm_medium": "cpc", "utm_campaign": "spring", "utm_term": "shoes",
@@ -142,18 +143,6 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
 
 def run(db: Path, *args: str, input: bytes | str | None = None) -> Result:
     return CliRunner().invoke(cli, ["--db", str(db), *args], input=input, catch_exceptions=False)
-
-
-def assert_error(result: Result, *expected: str) -> str:
-    """Non-zero exit and exactly one line on stderr, `Error: ...`, containing `expected`
-    (besides click's usage hint for a bad option)."""
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.stderr.splitlines() if line and not line.startswith(("Usage:", "Try "))]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def ndjson(events: list[dict[str, Any]]) -> str:
@@ -304,7 +293,7 @@ def test_imported_visits_land_on_the_sites_local_days(hand_db: Path) -> None:
 # --- Stitching -----------------------------------------------------------------------------------
 
 
-def pv(ts: str, path: str = "/", **extra: Any) -> dict[str, Any]:
+def pv(ts: object, path: str = "/", **extra: Any) -> dict[str, Any]:
     return {"type": "pageview", "ts": ts, "visitor": "v", "path": path, **extra}
 
 
@@ -379,7 +368,7 @@ def test_a_conversion_with_no_visit_to_join_is_a_bad_line(
     db: Path, tmp_path: Path, events: list[dict[str, Any]], field: str, message: str
 ) -> None:
     result = run(db, "import", str(write(tmp_path / "e.ndjson", events)), "--site", "shop", "--silent")
-    assert_error(result, f"line {len(events)}: {field}: ", message, "nothing was imported")
+    assert_cli_error(result, f"line {len(events)}: {field}: ", message, "nothing was imported")
     assert all(count(db, t) == 0 for t in (*EVENT_TABLES, "import_ids"))
 
 
@@ -419,7 +408,7 @@ def test_an_event_before_a_stored_visit_starts_is_a_bad_line(db: Path, tmp_path:
     imported(db, tmp_path, [pv("2025-06-01T10:00:00Z", "/a")])
     result = run(db, "import", str(write(tmp_path / "late.ndjson", [pv("2025-06-01T09:59:00Z")])),
                  "--site", "shop", "--silent")  # fmt: skip
-    assert_error(result, "line 1: ts: before the start of this visitor's latest stored visit")
+    assert_cli_error(result, "line 1: ts: before the start of this visitor's latest stored visit")
     assert count(db, "pageviews") == 1
 
 
@@ -610,7 +599,7 @@ def test_a_bad_line_is_one_error_naming_it_and_nothing_is_written(
     text = json.dumps(GOOD) + "\n" + (line if isinstance(line, str) else json.dumps(line)) + "\n"
     (tmp_path / "bad.ndjson").write_text(text)
     result = run(db, "import", str(tmp_path / "bad.ndjson"), "--site", "shop")
-    assert_error(result, expected, "nothing was imported")
+    assert_cli_error(result, expected, "nothing was imported")
     assert all(count(db, t) == 0 for t in (*EVENT_TABLES, "import_ids", "visit_keys", "pages"))
 
 
@@ -626,7 +615,7 @@ def test_skip_invalid_refuses_only_the_deeply_nested_event(db: Path, tmp_path: P
 def test_the_error_names_the_first_bad_lines_and_counts_the_rest(db: Path, tmp_path: Path) -> None:
     lines = [json.dumps(GOOD)] + ["nope"] * 8 + [json.dumps(pv("x"))]
     (tmp_path / "bad.ndjson").write_text("\n".join(lines) + "\n")
-    message = assert_error(run(db, "import", str(tmp_path / "bad.ndjson"), "--site", "shop", "--silent"))
+    message = assert_cli_error(run(db, "import", str(tmp_path / "bad.ndjson"), "--site", "shop", "--silent"))
     assert message.count("not valid JSON") == 5
     assert "line 2: not valid JSON" in message and "line 6: " in message and "line 7" not in message
     assert "and 4 more bad lines" in message
@@ -652,7 +641,7 @@ def test_skip_invalid_imports_the_good_lines_and_lists_the_bad(db: Path, tmp_pat
     ],
 )
 def test_bad_import_commands_are_one_error_line(db: Path, args: list[str], expected: str) -> None:
-    assert_error(run(db, *args, input=""), expected)
+    assert_cli_error(run(db, *args, input=""), expected)
 
 
 # --- Formats and inputs --------------------------------------------------------------------------
@@ -696,14 +685,14 @@ def test_csv_imports_the_same_as_ndjson(hand_db: Path, tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_csv_is_one_error_naming_the_line(db: Path, tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "bad.csv").write_bytes(text.encode())
-    assert_error(run(db, "import", str(tmp_path / "bad.csv"), "--site", "shop"), expected)
+    assert_cli_error(run(db, "import", str(tmp_path / "bad.csv"), "--site", "shop"), expected)
     assert count(db, "pageviews") == 0
 
 
 def test_csv_line_numbers_follow_records_over_several_lines(db: Path, tmp_path: Path) -> None:
     text = 'type,ts,visitor,path,utm_term\npageview,2025-06-01T10:00:00Z,v,/,"two\nlines"\npageview,x,v,/,\n'
     (tmp_path / "multi.csv").write_text(text)
-    assert_error(run(db, "import", str(tmp_path / "multi.csv"), "--site", "shop"), "line 4: ts:")
+    assert_cli_error(run(db, "import", str(tmp_path / "multi.csv"), "--site", "shop"), "line 4: ts:")
 
 
 def test_stdin_and_gzip(db: Path, tmp_path: Path) -> None:
@@ -729,7 +718,9 @@ def test_stdin_and_gzip(db: Path, tmp_path: Path) -> None:
 
 def test_blank_lines_are_skipped_but_counted(db: Path, tmp_path: Path) -> None:
     (tmp_path / "b.ndjson").write_text("\n" + json.dumps(GOOD) + "\n  \n" + "oops\n")
-    assert_error(run(db, "import", str(tmp_path / "b.ndjson"), "--site", "shop"), "line 4: not valid JSON")
+    assert_cli_error(
+        run(db, "import", str(tmp_path / "b.ndjson"), "--site", "shop"), "line 4: not valid JSON"
+    )
 
 
 def test_progress_bars_and_summary_go_to_stderr(db: Path, tmp_path: Path) -> None:
@@ -764,7 +755,7 @@ def test_keys_create_scope(db: Path) -> None:
     assert accounts.authenticate(conn, write_key, scope="write").name == "shop"
     assert accounts.authenticate(conn, read_key, scope="read").name == "shop"
     conn.close()
-    assert_error(run(db, "keys", "create", "--site", "shop", "--scope", "admin"), "'admin' is not one of")
+    assert_cli_error(run(db, "keys", "create", "--site", "shop", "--scope", "admin"), "'admin' is not one of")
     assert "--scope write" in CliRunner().invoke(cli, ["keys", "create", "--help"]).output
 
 
@@ -777,11 +768,11 @@ def test_existing_keys_become_read_only(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     db = sqlite_utils.Database(conn)
-    names = [m.name for m in migrations._migrations]  # type: ignore[attr-defined]
+    names = [m.name for m in migrations._migrations]
     assert (
         names.index("m004_key_scopes") > names.index("m003_import_ids") > names.index("m002_estimate_catalog")
     )
-    migrations.apply(db, stop_before="m003_import_ids")  # type: ignore[call-arg]
+    migrations.apply(db, stop_before="m003_import_ids")
     conn.execute("INSERT INTO accounts (name, plan, created_at) VALUES ('a', 'free', 'now')")
     conn.execute(
         "INSERT INTO api_keys (account_id, prefix, key_hash, created_at) VALUES (1, 'p', 'h', 'now')"

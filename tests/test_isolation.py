@@ -14,85 +14,26 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import httpx
 import pytest
 
 from sealexports.storage import export_jobs
-from sealexports.storage.accounts import create_site, revoke_key
+from sealexports.storage.accounts import revoke_key
 from sealexports.storage.database import connect, secret_key
 from sealexports.tokens import DownloadTokens
-from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
-from tests.conftest import say, seed_demo
-from tests.test_api import assert_error
+from tests.checks import assert_error
+from tests.conftest import say
+from tests.tenants import World, assert_nothing_leaks, build_world, canonical
 
-small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
-
-SYNC_LIMIT = 50  # devices (3 rows) completes at once; pages (1,000+ rows) stays pending (no workers)
 OPERATIONS = {
     ("post", API), ("post", f"{API}/estimate"), ("post", f"{API}/stream"), ("get", API),
     ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
     ("get", f"{API}/download/{{download_token}}"),
-    ("head", f"{API}/download/{{download_token}}"),  # the GET handler: same token checks
+    ("head", f"{API}/download/{{download_token}}"),
 }  # fmt: skip
-
-
-@dataclass
-class Tenant:
-    account: str
-    key: str
-    sites: list[str]  # the first one has data and the jobs
-    completed: dict[str, Any] = field(default_factory=dict)
-    pending: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.key}
-
-    @property
-    def token(self) -> str:
-        return str(self.completed["download_url"]).rsplit("/", 1)[1]
-
-    def secrets(self) -> set[str]:
-        """What nobody else may ever see: ids, tokens, names."""
-        jobs = (self.completed, self.pending)
-        return {self.account, *self.sites, *(j["job_id"] for j in jobs), self.token}
-
-
-@dataclass
-class World:
-    api: Api
-    a: Tenant
-    b: Tenant
-
-
-def _jobs(api: Api, tenant: Tenant, fmt: str) -> None:
-    site, headers = tenant.sites[0], tenant.headers
-    tenant.completed = api.created(api.body("devices", format=fmt), site_id=site, headers=headers)["job"]
-    tenant.pending = api.created(api.body("pages"), site_id=site, headers=headers)["job"]
-    assert (tenant.completed["status"], tenant.pending["status"]) == ("completed", "pending")
-
-
-def build_world(make: ApiFactory, template: Template, **settings: Any) -> World:
-    """Account "demo" (sites demo, demo-blog) and account "rival-co" (sites rival, rival-blog),
-    each site of the first pair holding data over the same days."""
-    api = make(template, run_workers=False, sync_row_limit=SYNC_LIMIT, **settings)
-    end = date.fromisoformat(api.date_to)
-    seed_demo(api.settings.database, site_id="rival", visits=1500, days=10, end=end, seed=11)
-    with api.conn() as conn:
-        conn.execute("UPDATE accounts SET name = 'rival-co' WHERE name = 'rival'")
-        create_site(conn, "rival-blog", account="rival-co")
-        create_site(conn, "demo-blog", account="demo")
-    b_key = make.add_site(api, "rival-shop", account="rival-co")  # a key for the rival account
-    a = Tenant("demo", api.key, ["demo", "demo-blog"])
-    b = Tenant("rival-co", b_key, ["rival", "rival-blog", "rival-shop"])
-    _jobs(api, a, "csv")
-    _jobs(api, b, "json")
-    return World(api, a, b)
 
 
 @pytest.fixture
@@ -120,21 +61,6 @@ def site_calls(api: Api, headers: dict[str, str]) -> dict[str, Call]:
         "stream": call("POST", f"{API}/stream", True),
         "list": call("GET", API, False),
     }
-
-
-def canonical(r: httpx.Response, sent: str, placeholder: str) -> tuple[Any, ...]:
-    """What a caller can tell apart: status, header names, body (but for the identifier it sent
-    and the request id)."""
-    text = r.text.replace(r.headers.get("x-request-id", "\0"), "<rid>").replace(sent, placeholder)
-    names = sorted(k for k in r.headers if not k.startswith("x-ratelimit"))
-    return r.status_code, names, r.headers.get("content-type"), text
-
-
-def assert_nothing_leaks(r: httpx.Response, secrets: set[str], sent: str) -> None:
-    """Neither body nor headers carry another tenant's identifiers, except what the caller sent."""
-    seen = r.text + "".join(f"{k}:{v}" for k, v in r.headers.items())
-    leaked = sorted(s for s in secrets if s in seen and s not in sent)
-    assert not leaked, (r.request.method, str(r.request.url), leaked, r.text[:300])
 
 
 def snapshot(api: Api) -> list[tuple[Any, ...]]:
@@ -300,6 +226,8 @@ def test_a_token_serves_only_its_own_job(world: World, capsys: pytest.CaptureFix
         err = assert_error(r, 404)
         assert err["detail"] == "download link not found", name
         assert_nothing_leaks(r, a.secrets() | b.secrets(), sent=token)
+        head = api.client.head(f"{API}/download/{token}")
+        assert head.status_code == 404 and head.content == b"", name
     say(
         capsys,
         f"isolation: {len(forged)} forged or swapped tokens: all 404; each real token serves its own file",

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,7 @@ async def client(
     key: str,
     demo: DemoDB,
     deadline: float,
-    stats: dict,
+    stats: dict[str, Any],
 ) -> None:
     headers = {"X-API-Key": key}
     params = {"site_id": site}
@@ -99,7 +100,7 @@ async def client(
             stats["errors"].append((kind, r.status_code, r.text[:200]))
 
 
-async def run_clients(url: str, sites: list[tuple[str, str, DemoDB]], stats: dict) -> None:
+async def run_clients(url: str, sites: list[tuple[str, str, DemoDB]], stats: dict[str, Any]) -> None:
     deadline = time.monotonic() + SECONDS
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
@@ -120,7 +121,9 @@ def test_hundred_clients_for_thirty_seconds(tmp_path: Path, capsys: pytest.Captu
     conn.close()
     config = tmp_path / "load.toml"
     config.write_text(CONFIG)
-    stats: dict = {"jobs": {"big": [], "small": []}, "latency": [], "status": Counter(), "errors": []}
+    stats: dict[str, Any] = {
+        "jobs": {"big": [], "small": []}, "latency": [], "status": Counter(), "errors": []
+    }  # fmt: skip
     sampler = Sampler(db)
     with live.running(db, tmp_path, config=config) as server:
         sampler.start()

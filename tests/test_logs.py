@@ -17,7 +17,7 @@ import pytest
 
 from sealexports import logs
 from sealexports.storage.database import connect
-from tests.test_observability import TEXT_LINE
+from tests.checks import TEXT_LINE
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from sealexports.tokens import DownloadTokens
 from tests import live
+from tests.checks import TEXT_LINE
 from tests.conftest import DemoDB, seed_demo
 
 TOKEN = "scrape-me-4f1c"
@@ -30,7 +31,6 @@ ENV = {
     "SEALEXPORTS_SYNC_ROW_LIMIT": "1",  # every export goes through the queue and a worker
     "SEALEXPORTS_METRICS_TOKEN": TOKEN,
 }
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S+: ")
 
 
 @dataclass

@@ -21,11 +21,9 @@ from sealexports.exports.request import build_request
 from sealexports.storage.accounts import create_key
 from sealexports.storage.database import connect, secret_key
 from sealexports.tokens import DownloadTokens
-from tests import live, test_api
+from tests import live
 from tests.apps import ApiFactory, Template
 from tests.conftest import seed_demo
-
-small = test_api.small
 
 
 @pytest.fixture
@@ -51,12 +49,16 @@ def test_every_file_and_folder_is_owner_only_after_a_real_run(tmp_path: Path, um
     env = {"SEALEXPORTS_SYNC_ROW_LIMIT": "1"}  # every export is a background job
     with live.running(db, tmp_path, env=env) as server:
         body = {"export_type": "pages", "date_from": "2025-04-01", "date_to": "2025-04-05"}
-        auth = {"params": {"site_id": "demo"}, "headers": {"X-API-Key": key}, "timeout": 30}
-        r = requests.post(f"{server.api}/exports", json=body, **auth)  # type: ignore[arg-type]
+        params, headers = {"site_id": "demo"}, {"X-API-Key": key}
+        r = requests.post(f"{server.api}/exports", json=body, params=params, headers=headers, timeout=30)
         assert r.status_code == 201, r.text
         job_id = r.json()["job"]["job_id"]
         deadline = time.monotonic() + 30
-        while (job := requests.get(f"{server.api}/exports/{job_id}", **auth).json())["status"] != "completed":  # type: ignore[arg-type]
+        url = f"{server.api}/exports/{job_id}"
+        while True:
+            job = requests.get(url, params=params, headers=headers, timeout=30).json()
+            if job["status"] == "completed":
+                break
             assert job["status"] in ("pending", "estimating", "generating"), job
             assert time.monotonic() < deadline
             time.sleep(0.1)

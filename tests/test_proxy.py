@@ -7,10 +7,11 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
+from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
 from sealexports.api.app import create_app
 from sealexports.api.proxy import ProxyHeaders, link_warnings
@@ -186,9 +187,16 @@ def test_a_root_path_that_starts_one_of_our_routes_is_refused(tmp_path: Path) ->
 async def _scope_after(headers: dict[str, str], peer: str = "127.0.0.1", **kw: Any) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.update(scope)
 
+    async def receive() -> ReceiveMessage:
+        raise AssertionError("the wrapper reads no body")
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the wrapper sends nothing itself")
+
+    # A minimal HTTP scope: the keys the wrapper reads, not all those Litestar's type lists.
     scope = {
         "type": "http",
         "scheme": "http",
@@ -198,16 +206,13 @@ async def _scope_after(headers: dict[str, str], peer: str = "127.0.0.1", **kw: A
         "headers": [(b"host", b"127.0.0.1:8000")]
         + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
-    await ProxyHeaders(app, kw.get("trusted", ["127.0.0.1", "::1"]), kw.get("root_path", ""))(
-        scope,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-    )
+    wrapper = ProxyHeaders(app, kw.get("trusted", ["127.0.0.1", "::1"]), kw.get("root_path", ""))
+    await wrapper(cast("Scope", scope), receive, send)
     return seen
 
 
 def _host(scope: dict[str, Any]) -> str:
-    values = [v.decode() for k, v in scope["headers"] if k == b"host"]
+    values: list[str] = [v.decode() for k, v in scope["headers"] if k == b"host"]
     assert len(values) == 1
     return values[0]
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 
 from sealexports.config import DEFAULT_PLANS
-from sealexports.exports.engine import human_size
-from tests import test_api
 from tests.apps import ApiFactory, Template
-from tests.test_api import assert_error
-
-small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
+from tests.checks import assert_error, assert_human_size
 
 
 def _plans(max_stored_bytes: int) -> dict[str, object]:
@@ -35,8 +32,12 @@ def test_over_the_stored_bytes_quota_creating_an_export_is_429(make: ApiFactory,
     err = assert_error(api.create(api.body("browsers"), headers=headers), 429)
     stored = sum(sizes.values())
     oldest = min(first["download_expires_at"], second["download_expires_at"])
-    assert f"{stored:,} bytes" in err["detail"], err["detail"]
-    assert human_size(stored) in err["detail"] and f"{quota:,} bytes" in err["detail"]
+    sizes_told = re.search(r"stores (\S+ \S+) of export files \(([\d,]+) bytes\) and its free plan allows "
+                           r"(\S+ \S+) \(([\d,]+) bytes\)", err["detail"])  # fmt: skip
+    assert sizes_told, err["detail"]
+    assert sizes_told[2] == f"{stored:,}" and sizes_told[4] == f"{quota:,}"
+    assert_human_size(sizes_told[1], stored)
+    assert_human_size(sizes_told[3], quota)
     assert f"expires at {oldest}" in err["detail"] and "free plan" in err["detail"]
     r = api.create(api.body("browsers"))
     wait = datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - datetime.now(UTC)

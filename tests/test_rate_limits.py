@@ -14,12 +14,9 @@ import pytest
 
 from sealexports.config import DEFAULT_PLANS, Plan
 from sealexports.storage.accounts import create_key, revoke_key
-from tests import test_api
 from tests.apps import API, Api, ApiFactory, Template
+from tests.checks import assert_error
 from tests.conftest import say
-from tests.test_api import assert_error
-
-small = test_api.small  # the API tests' seeded template (3,000 visits over 10 days)
 
 FREE, PRO = 5, 8
 PLANS = {

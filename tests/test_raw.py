@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from sealexports.errors import Cancelled
 from sealexports.exports import engine, raw
-from sealexports.exports.request import build_request
+from sealexports.exports.request import ExportRequest, build_request
 from sealexports.exports.writers import chunks_for
 from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
@@ -79,7 +80,7 @@ def nasty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _oracle(conn: sqlite3.Connection, req: engine.ExportRequest) -> bytes:
+def _oracle(conn: sqlite3.Connection, req: ExportRequest) -> bytes:
     return b"".join(
         chunks_for(req.format, req.type.columns, engine.rows(conn, req), formula_guard=req.formula_guard)
     )
@@ -151,6 +152,6 @@ def test_cancelling_an_export_leaves_no_files(
         calls.append(1)
         return len(calls) > 3
 
-    with pytest.raises(engine.Cancelled):
+    with pytest.raises(Cancelled):
         engine.write_file(conn, req, tmp_path / "out.csv", cancelled=cancelled)
     assert list(tmp_path.iterdir()) == []

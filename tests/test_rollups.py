@@ -1,6 +1,7 @@
-"""Unfiltered aggregates read the daily rollups kept at ingestion; filtered ones read the visits
-(conditions on visit fields only) or the events. The paths must agree: a filter that keeps
-everything forces the visits path (referrer) or the events path (content_grouping)."""
+"""Unfiltered aggregates read the daily rollups kept at ingestion; filtered ones read the daily
+sums per visit-field combination (`day_groups`), the visits (conditions on visit fields only) or
+the events. The paths must agree: a filter that keeps everything forces the day_groups path
+(utm_content), the visits path (referrer) or the events path (content_grouping)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.conftest import DemoDB
 
 AGGREGATES = [name for name, t in EXPORT_TYPES.items() if t.kind != "events"]
 KEEP_ALL = {"advanced_filters": "referrer:ne:-never-"}  # true of every row: forces the visits path
+KEEP_ALL_GROUPS = {"advanced_filters": "utm_content:ne:-never-"}  # ...the day_groups path
 KEEP_ALL_EVENTS = {"advanced_filters": "content_grouping:ne:-never-"}  # ...the events path
 
 
@@ -28,9 +30,11 @@ def _both(conn: sqlite3.Connection, export_type: str, date_from: str, date_to: s
     rollup = build_request("demo", export_type, "csv", date_from, date_to)
     visits = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL)
     events = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL_EVENTS)
+    groups = build_request("demo", export_type, "csv", date_from, date_to, KEEP_ALL_GROUPS)
     assert not rollup.conditions and visits.conditions and events.conditions
     by_visits, by_events = b"".join(engine.chunks(conn, visits)), b"".join(engine.chunks(conn, events))
     assert by_visits == by_events
+    assert b"".join(engine.chunks(conn, groups)) == by_events
     return b"".join(engine.chunks(conn, rollup)), by_events
 
 
@@ -80,7 +84,13 @@ def test_a_visit_continued_in_a_later_batch_becomes_engaged_in_the_rollups(tmp_p
     assert sources.decode().splitlines()[1] == "google,1,1,0.00,3,0,1,100.00,12.34"
 
 
-def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(tmp_path: Path) -> None:
+# country=ES reads day_groups; with a referrer condition (true of these visits) it reads the visits.
+@pytest.mark.parametrize(
+    "spain", [{"country": "ES"}, {"advanced_filters": "country:eq:ES,referrer:not_contains:zzz"}]
+)
+def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(
+    tmp_path: Path, spain: dict[str, str]
+) -> None:
     conn = connect(tmp_path / "midnight.db")
     site = accounts.create_site(conn, "demo", timezone="Europe/Madrid")
     start = datetime(2025, 3, 10, 22, 50, tzinfo=UTC)  # 23:50 local on the 10th
@@ -103,14 +113,14 @@ def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(tm
         req = build_request("demo", export_type, "csv", date_from, date_to, filters)
         return b"".join(engine.chunks(conn, req)).decode().splitlines()[1:]
 
-    spain = {"country": "ES"}
     assert lines("sources", "2025-03-10", "2025-03-10", spain) == ["google,1,1,0.00,2,0,0,0.00,0.00"]
     assert lines("sources", "2025-03-11", "2025-03-11", spain) == ["google,0,0,0.00,3,0,0,0.00,0.00"]
     assert lines("time_series", "2025-03-10", "2025-03-11", spain) == [
         "2025-03-10,1,1,0.00,2,0,0,0.00,0.00",
         "2025-03-11,0,0,0.00,3,0,0,0.00,0.00",
     ]
-    assert lines("sources", "2025-03-10", "2025-03-11", {"country": ["ES", "FR"]}) == [
+    both = {"country": ["ES", "FR"]} if "country" in spain else {"advanced_filters": "referrer:ne:zzz"}
+    assert lines("sources", "2025-03-10", "2025-03-11", both) == [
         "bing,1,0,100.00,1,0,0,0.00,0.00",
         "google,1,1,0.00,5,0,0,0.00,0.00",
     ]

@@ -13,8 +13,8 @@ from sealexports.api.schemas import (
     FormatName,
     StatusName,
 )
-from sealexports.exports.engine import recommend_format
-from sealexports.exports.types import EXPORT_TYPES, FORMATS
+from sealexports.exports.formats import FORMATS
+from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage.export_jobs import Status
 
 
@@ -31,8 +31,3 @@ def test_format_literal_is_the_writers_formats() -> None:
 def test_status_literal_is_the_state_machine() -> None:
     assert sorted(get_args(StatusName)) == sorted(s.value for s in Status)
     assert sorted(STATUS_NAMES) == sorted(s.value for s in Status)
-
-
-def test_recommended_format_is_a_format_at_every_size() -> None:
-    for rows in (0, 1, 9_999, 10_000, 10**9):
-        assert recommend_format(rows) in FORMATS

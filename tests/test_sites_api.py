@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from sealexports.storage.accounts import revoke_key
-from tests import test_api
+from sealexports.storage.visits import Visit
 from tests.apps import Api, ApiFactory, Template
+from tests.checks import assert_error
 from tests.conftest import DemoDB
-from tests.test_api import assert_error
-from tests.test_isolation import assert_nothing_leaks, build_world, canonical
+from tests.tenants import assert_nothing_leaks, build_world, canonical
 
 SITES = "/api/v1/sites"
 
@@ -24,8 +24,8 @@ def api(make: ApiFactory, demo_db: DemoDB) -> Api:
     return make(Template(demo_db.path, "demo", str(demo_db.date_from), str(demo_db.date_to)))
 
 
-def _day(visit: object, tz: ZoneInfo) -> str:
-    return visit.pages[0].ts.astimezone(tz).date().isoformat()  # type: ignore[attr-defined]
+def _day(visit: Visit, tz: ZoneInfo) -> str:
+    return visit.pages[0].ts.astimezone(tz).date().isoformat()
 
 
 def test_sites_lists_the_keys_sites_with_time_zone_and_span(
@@ -35,9 +35,9 @@ def test_sites_lists_the_keys_sites_with_time_zone_and_span(
     make.add_site(api, "shop-two", account=demo_db.site.account.name)
     tz = ZoneInfo("Europe/Madrid")
     days = sorted(  # any event's day: a visit started before midnight has page views after it
-        e.ts.astimezone(tz).date().isoformat()
+        ts.astimezone(tz).date().isoformat()
         for v in demo_db.visits
-        for e in (*v.pages, *v.conversions, *v.microconversions)
+        for ts in (*(p.ts for p in v.pages), *(c.ts for c in (*v.conversions, *v.microconversions)))
     )
     r = api.client.get(SITES, headers=api.headers)
     assert r.status_code == 200, r.text
@@ -143,8 +143,6 @@ def test_values_of_another_accounts_site_are_404(api: Api, make: ApiFactory) -> 
 
 
 # --- Isolation (the world of tests/test_isolation.py: two accounts, two or three sites each) -----
-
-small = test_api.small
 
 
 def test_each_account_sees_only_its_sites_and_others_answer_like_unknown(

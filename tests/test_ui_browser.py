@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 import requests
@@ -39,9 +39,10 @@ SYNC_ROW_LIMIT = 100
 WAIT = 20
 
 
-def wait_for(driver: WebDriver, what: Callable[[WebDriver], T], timeout: float = WAIT) -> T:
+def wait_for(driver: WebDriver, what: Callable[[WebDriver], Literal[False] | T], timeout: float = WAIT) -> T:
+    """`what(driver)` once it is not False (selenium polls it)."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: what(d))  # type: ignore[no-any-return]
+        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(what)
     except TimeoutException:
         raise AssertionError(f"timed out; the page says: {by_id(driver, 'status').text!r}") from None
 
@@ -291,11 +292,12 @@ def test_create_watch_cancel_and_download_in_the_browser(
 
             # Delete the small one from the list; the API agrees it is gone.
             li = item(driver, small)
-            job_id = li.get_attribute("data-job-id")
+            small_id = li.get_attribute("data-job-id")
+            assert small_id
             li.find_element(By.CSS_SELECTOR, ".remove-job").click()
             wait_for(driver, lambda d: small not in jobs(d))
             r = requests.get(
-                f"{server.api}/exports/{job_id}",
+                f"{server.api}/exports/{small_id}",
                 params={"site_id": "demo"},
                 headers={"X-API-Key": key},
                 timeout=5,
@@ -303,7 +305,7 @@ def test_create_watch_cancel_and_download_in_the_browser(
             assert r.status_code == 404
 
             expected_refusals = ("status of 401", "status of 422")  # the wrong key, the bad filter
-            log = driver.get_log("browser")
+            log = driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium leaves it unannotated
             errors = [
                 e
                 for e in log

@@ -44,6 +44,8 @@ MAX_BODY_BYTES = 64 * 1024
     http_method=[HttpMethod.GET, HttpMethod.HEAD],  # load balancers often probe with HEAD
     sync_to_thread=True,
     summary="Health check",
+    operation_id=openapi.operation_ids({"GET": "getHealth", "HEAD": "checkHealth"}),
+    responses=openapi.errors({400: "A malformed request.", 503: "The database does not answer."}),
     tags=["service"],
 )
 def healthz(services: NamedDependency[Services]) -> HealthOut:
@@ -110,7 +112,7 @@ def create_app(
         logging_config=None,  # the process's logging is set up once, by sealexports.logs
         debug=False,
     )
-    openapi.strict_bodies(app)
+    openapi.finish(app)
     _check_root_path(app, settings.root_path)
     # Litestar's middleware runs after routing; the prefix and forwarded Host must be set before.
     # The access log inside: it sees the client and path the proxy headers give; 404s included.

@@ -28,6 +28,8 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.LimitReached: 429,
     errors.Conflict: 409,
     errors.UnsupportedMediaType: 415,
+    errors.PreconditionFailed: 412,
+    errors.RangeNotSatisfiable: 416,
     errors.Unavailable: 503,
     # The request asks for more work than one request may do (like a regex too slow on a value):
     # a 4xx, since the same request will time out again; the message says what to change.
@@ -36,8 +38,9 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.Interrupted: 503,
 }
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
-          422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+          405: "method_not_allowed", 412: "precondition_failed", 413: "too_large",
+          415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request",
+          429: "rate_limited", 500: "internal_error", 503: "unavailable"}  # fmt: skip
 RETRY_AFTER_SECONDS = 5  # for a limit that gives no time of its own (running exports finish)
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -83,6 +86,8 @@ def domain_error(request: Request[Any, Any, Any], exc: errors.SealExportsError) 
     headers = None
     if isinstance(exc, errors.LimitReached):
         headers = {"Retry-After": str(exc.retry_after or RETRY_AFTER_SECONDS)}
+    elif isinstance(exc, errors.RangeNotSatisfiable):  # RFC 9110 15.5.17: the file's current length
+        headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
     return error_response(request, status, exc.message, code=exc.code, detail=exc.detail, headers=headers)
 
 

@@ -47,6 +47,7 @@ class EventsController(Controller):
         "/",
         status_code=200,
         summary="Send a batch of events",
+        operation_id="sendEvents",
         request_max_body_size=MAX_BODY_BYTES,
         responses=openapi.EVENTS,
         operation_class=openapi.EventsOperation,

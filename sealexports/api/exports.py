@@ -8,15 +8,14 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import anyio
-from litestar import Controller, Request, delete, get, post, route
-from litestar.app import Litestar
+from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import JSONBody, Parameter
-from litestar.response import File, Stream
-from litestar.response.file import ASGIFileResponse
+from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
+from sealexports.api.files import file_response, representation
 from sealexports.api.params import AccountId, SiteId, site_of
 from sealexports.api.schemas import (
     EXPORT_TYPE_NAMES,
@@ -41,19 +40,6 @@ from sealexports.storage.export_jobs import JobRecord, Status
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
 MAX_OFFSET = 1_000_000_000
 Req = Request[Any, Any, Any]
-
-
-class ExportFile(File):
-    """A file response that, for HEAD, sends the headers (Content-Length included) and never
-    reads the file (Litestar's File would read it all for the server to throw away)."""
-
-    def to_asgi_response(self, app: Litestar | None, request: Req, **kwargs: Any) -> ASGIFileResponse:
-        if request.method == HttpMethod.HEAD:
-            kwargs["is_head_response"] = True
-            media_type = str(self.media_type)  # Litestar leaves Content-Type out of HEAD answers
-            text = media_type.startswith("text/")
-            self.headers.setdefault("content-type", f"{media_type}; charset=utf-8" if text else media_type)
-        return super().to_asgi_response(app, request, **kwargs)
 
 
 def _base(services: Services, request: Req) -> str:
@@ -115,7 +101,8 @@ def _summary(full: JobOut) -> JobSummary:
     return JobSummary(**{name: getattr(full, name) for name in JobSummary.__struct_fields__})
 
 
-def _estimate_out(est: engine.Estimate) -> EstimateOut:
+def _estimate_out(estimated: service.Estimated) -> EstimateOut:
+    est = estimated.estimate
     return EstimateOut(
         estimated_rows=est.estimated_rows,
         estimated_size_bytes=est.estimated_size_bytes,
@@ -123,6 +110,7 @@ def _estimate_out(est: engine.Estimate) -> EstimateOut:
         recommended_format=FORMAT_NAMES[est.recommended_format],
         will_use_background_job=est.will_use_background_job,
         estimated_duration_seconds=est.estimated_duration_seconds,
+        warnings=estimated.warnings,
     )
 
 
@@ -138,14 +126,21 @@ def _create_out(services: Services, started: service.Started, request: Req) -> C
     else:
         message = "Export completed. Ready for download."
     out = job_out(services, job, request)
-    return CreateOut(job=out, estimate=_estimate_out(started.estimate), message=message)
+    estimate = _estimate_out(service.Estimated(started.estimate, started.warnings))
+    return CreateOut(job=out, estimate=estimate, message=message, warnings=started.warnings)
 
 
 class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
 
-    @post("/", status_code=201, summary="Create an export job", responses=openapi.CREATE)
+    @post(
+        "/",
+        status_code=201,
+        summary="Create an export job",
+        operation_id="createExport",
+        responses=openapi.CREATE,
+    )
     async def create(
         self,
         request: Req,
@@ -166,7 +161,13 @@ class ExportsController(Controller):
 
         return await in_thread(work, deadline, request.receive)
 
-    @post("/estimate", status_code=200, summary="Estimate an export's size", responses=openapi.ESTIMATE)
+    @post(
+        "/estimate",
+        status_code=200,
+        summary="Estimate an export's size",
+        operation_id="estimateExport",
+        responses=openapi.ESTIMATE,
+    )
     async def estimate(
         self,
         request: Req,
@@ -179,13 +180,13 @@ class ExportsController(Controller):
         """Rows, bytes and time an export would take, without creating a job."""
         deadline = request_deadline(services)
 
-        def work() -> engine.Estimate:
+        def work() -> service.Estimated:
             site = site_of(services, account, site_id, account_id)
             return service.estimate(services, site, _request(services, site, data), deadline)
 
         return _estimate_out(await in_thread(work, deadline, request.receive))
 
-    @get("/", summary="List export jobs", responses=openapi.LIST)
+    @get("/", summary="List export jobs", operation_id="listExports", responses=openapi.LIST)
     async def list(
         self,
         request: Req,
@@ -210,7 +211,9 @@ class ExportsController(Controller):
 
         return await in_thread(work, deadline)
 
-    @get("/{job_id:str}", summary="Get an export job's status", responses=openapi.JOB)
+    @get(
+        "/{job_id:str}", summary="Get an export job's status", operation_id="getExport", responses=openapi.JOB
+    )
     async def status(
         self,
         request: Req,
@@ -228,11 +231,32 @@ class ExportsController(Controller):
 
         return await anyio.to_thread.run_sync(work)
 
+    @get(
+        "/{job_id:str}/manifest",
+        sync_to_thread=True,
+        summary="Get an export file's manifest",
+        operation_id="getExportManifest",
+        responses=openapi.MANIFEST,
+    )
+    def manifest(
+        self,
+        job_id: JobId,
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
+        site_id: SiteId = None,
+        account_id: AccountId = None,
+    ) -> dict[str, Any]:
+        """What was asked (type, dates, filters, format), the site's time zone, the columns and
+        their types, and the file's rows, bytes and SHA-256, when it was generated and how fresh
+        its data was. 409 until the job has completed."""
+        return service.job_manifest(services, site_of(services, account, site_id, account_id), job_id)
+
     @delete(
         "/{job_id:str}",
         status_code=204,
         sync_to_thread=True,
         summary="Cancel or delete an export",
+        operation_id="deleteExport",
         responses=openapi.JOB,
     )
     def remove(
@@ -252,29 +276,30 @@ class ExportsController(Controller):
         http_method=[HttpMethod.GET, HttpMethod.HEAD],  # clients and proxies probe with HEAD
         sync_to_thread=True,
         summary="Download a completed export",
+        operation_id=openapi.operation_ids({"GET": "downloadExport", "HEAD": "checkExportDownload"}),
         responses=openapi.DOWNLOAD,
-        operation_class=openapi.FileOperation,
+        operation_class=openapi.DownloadOperation,
     )
     def download(
         self,
+        request: Req,
         download_token: Annotated[str, Parameter(description="From download_url.")],
         services: NamedDependency[Services],
-    ) -> ExportFile:
+    ) -> Response[Any]:
         """No authentication: the signed token is the credential. 410 once expired.
-        HEAD answers the same status and headers, without the file."""
+        Resumable: `Range` (one range: 206, or 416 past the end; several: the whole file),
+        `If-Range`, `If-None-Match` (304) and `If-Match` (412) against the ETag, the file's SHA-256,
+        also sent as `Repr-Digest`. HEAD answers the same status and headers, without the file."""
         found = service.open_download(services, download_token)
-        return ExportFile(
-            path=found.path,
-            filename=found.file_name,
-            media_type=found.media_type,
-            content_disposition_type="attachment",
-        )
+        info = representation(found.job, found.path)
+        return file_response(request, found.path, found.file_name, found.media_type, info)
 
     @post(
         "/stream",
         status_code=200,
         summary="Stream a small export",
         responses=openapi.STREAM,
+        operation_id="streamExport",
         operation_class=openapi.FileOperation,
     )
     async def stream(

@@ -1,24 +1,30 @@
 """What the OpenAPI schema says beyond what Litestar infers: our error body for each status an
-operation may give, CSV or JSON for the two file endpoints, and bodies that refuse unknown fields."""
+operation may give, the file formats of the two file endpoints, and bodies that refuse unknown fields."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from litestar import Litestar
+from litestar.enums import HttpMethod
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     RequestBody,
     Schema,
+    SecurityScheme,
 )
 
 from sealexports.api.schemas import ErrorOut, ExportBody
+from sealexports.exports import formats
 
 
 def errors(described: Mapping[int, str]) -> dict[int, ResponseSpec]:
@@ -57,15 +63,39 @@ STREAM = errors(
     {**_KEYED, **_BODY, 413: "The body is over 64 KiB, or the export has too many rows to stream."}
 )
 LIST = errors(_KEYED)
-JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
-DOWNLOAD = errors(
+MANIFEST = errors(
     {
-        **_MALFORMED,
-        404: "Unknown, tampered or deleted download link.",
-        410: "The link has expired, or its file is gone: create a new export.",
+        **_KEYED,
+        404: "Unknown job or site, or one of another account.",
+        409: "The job has not completed (pending, running or failed): no file to describe yet.",
     }
 )
+JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
+DOWNLOAD = {
+    **errors(
+        {
+            **_MALFORMED,
+            404: "Unknown, tampered or deleted download link.",
+            410: "The link has expired, or its file is gone: create a new export.",
+            412: "If-Match names another file (its ETag differs).",
+            416: "The Range starts past the end of the file; Content-Range: bytes */{size}.",
+        }
+    ),
+    206: ResponseSpec(
+        data_container=None,
+        description="One byte range of the file (`Range: bytes=a-b`, `a-` or `-n`), with Content-Range; "
+        "an If-Range naming another file gets the whole file (200) instead. Several ranges in one "
+        "request get the whole file.",
+    ),
+    304: ResponseSpec(
+        data_container=None,
+        description="If-None-Match matches the ETag (or If-Modified-Since is not older than the file): "
+        "no body, the same validators.",
+    ),
+}
 
+SITES = errors({status: text for status, text in _KEYED.items() if status != 404})
+VALUES = errors({**_KEYED, 422: "An unknown filter key, a bad date or limit: error.detail says which."})
 EVENTS = errors(
     {
         **_MALFORMED,
@@ -79,24 +109,56 @@ EVENTS = errors(
     }
 )
 
-_FILE_CONTENT = {
-    "text/csv": OpenAPIMediaType(
-        schema=Schema(type=OpenAPIType.STRING, description="RFC 4180 CSV in UTF-8 with a header row.")
-    ),
-    "application/json": OpenAPIMediaType(
+
+def _file_content() -> dict[str, OpenAPIMediaType]:
+    """Each format's and compression's registered media type, as exports/formats.py lists them."""
+    content = {
+        f.media_type: OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, description=f"{f.name}: {f.description}.")
+        )
+        for f in formats.FORMATS.values()
+    }
+    content["application/json"] = OpenAPIMediaType(
         schema=Schema(
             type=OpenAPIType.ARRAY,
             items=Schema(type=OpenAPIType.OBJECT),
             description="One array of objects keyed by the CSV header.",
         )
+    )
+    for c in formats.COMPRESSIONS.values():
+        if c.media_type:
+            content[c.media_type] = OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.STRING,
+                    description=f"A csv, json or ndjson file compressed with {c.name} ({c.suffix}).",
+                )
+            )
+    return content
+
+
+_FILE_CONTENT = _file_content()
+
+
+def _header(description: str) -> OpenAPIHeader:
+    return OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description=description)
+
+
+FILE_HEADERS = {  # a download's validators and digests, on 200, 206 and 304 alike
+    "etag": _header(
+        'The file\'s SHA-256 in hex, quoted: "9f86d0...". Strong: use it in If-None-Match, If-Range.'
     ),
+    "repr-digest": _header("RFC 9530: sha-256=:{base64 of the SHA-256}: of the whole file (also on a 206)."),
+    "digest": _header("RFC 3230, for older clients: SHA-256={base64 of the SHA-256}."),
+    "accept-ranges": _header("bytes: a download can be resumed with Range."),
+    "cache-control": _header("private, no-store: a tenant's data, never kept by shared caches."),
 }
 
 
 @dataclass
 class FileOperation(Operation):
-    """An operation whose 200 is an export file: text/csv or application/json, as the request's
-    `format` says, sent as an attachment (Litestar alone would document one media type)."""
+    """An operation whose 200 is an export file: text/csv, application/json and so on, as the
+    request's `format` and `compression` say, sent as an attachment (Litestar alone would
+    document one media type)."""
 
     def __post_init__(self) -> None:
         ok = (self.responses or {}).get("200")
@@ -117,6 +179,17 @@ class FileOperation(Operation):
             ok.headers = headers
 
 
+@dataclass
+class DownloadOperation(FileOperation):
+    """GET/HEAD of a finished file: its 200 also carries validators and digests."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.headers = {**(ok.headers or {}), **FILE_HEADERS}
+
+
 _EVENT = Schema(  # any JSON value: the batch is taken, and an item that is no event is listed in errors
     description="One event of the events format (docs/events.md), a JSON object; any other item is "
     "refused alone and listed in errors."
@@ -125,19 +198,89 @@ _EVENT = Schema(  # any JSON value: the batch is taken, and an item that is no e
 
 @dataclass
 class EventsOperation(Operation):
-    """POST /api/v1/events reads its body itself (a JSON array or NDJSON, maybe gzip): say so."""
+    """POST /api/v1/events reads its body itself (a JSON array or NDJSON, maybe gzip): say so.
+
+    NDJSON is told in the body's description, not as a second media type: with two, generated
+    clients (openapi-python-client 0.29) pick the body by `isinstance(body, list[Any])`, a
+    TypeError on every call."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
-            description="Up to 10,000 events; Content-Encoding: gzip is taken.",
+            description="Up to 10,000 events, as a JSON array (application/json) or as NDJSON "
+            "(Content-Type: application/x-ndjson, one event a line); Content-Encoding: gzip is taken.",
             content={
                 "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.ARRAY, items=_EVENT)),
-                "application/x-ndjson": OpenAPIMediaType(
-                    schema=Schema(type=OpenAPIType.STRING, description="One event (a JSON object) a line.")
-                ),
             },
         )
+
+
+# How a client sends its key; every operation takes either, but a download and /healthz.
+SECURITY_SCHEMES = {
+    "ApiKey": SecurityScheme(
+        type="apiKey", name="X-API-Key", security_scheme_in="header", description="An API key, sm_..."
+    ),
+    "Bearer": SecurityScheme(type="http", scheme="bearer", description="The same key as a bearer token."),
+}
+_KEYED_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+_OPEN_PATHS = ("/healthz", "/api/v1/exports/download/{download_token}")
+_RATE_HEADERS = {
+    "Retry-After": ("integer", "Seconds to wait before trying again."),
+    "X-RateLimit-Limit": ("integer", "Requests a minute the key's plan allows."),
+    "X-RateLimit-Remaining": ("integer", "Requests left in the current minute (0 here)."),
+    "X-RateLimit-Reset": ("integer", "Seconds until the minute's window resets."),
+    "X-RateLimit-Policy": ("string", "The limit and its window, e.g. '240; w=60'."),
+}
+_DATE_FIELDS = {"date_from", "date_to", "first_day", "last_day"}
+
+
+def operation_ids(names: Mapping[str, str]) -> Callable[[Any, HttpMethod | str, list[Any]], str]:
+    """operationId by HTTP method, for a handler that answers more than one (GET and HEAD)."""
+
+    def choose(handler: Any, method: HttpMethod | str, path: list[Any]) -> str:
+        return names[str(getattr(method, "value", method)).upper()]
+
+    return choose
+
+
+def finish(app: Litestar) -> None:
+    """What Litestar leaves out of the schema: how keys are sent (the docs' Authorize button and
+    generated clients use it), the rate limit headers of a 429, dates as `format: date` and
+    times as `date-time`, and bodies that refuse unknown fields."""
+    schema = app.openapi_schema
+    schema.components.security_schemes = dict(SECURITY_SCHEMES)
+    for path, item in (schema.paths or {}).items():
+        for method in ("get", "head", "post", "delete"):
+            op = getattr(item, method, None)
+            if not isinstance(op, Operation):
+                continue
+            op.security = [] if path in _OPEN_PATHS else list(_KEYED_SECURITY)
+            for param in op.parameters or []:
+                if isinstance(param, Parameter) and param.name in _DATE_FIELDS:
+                    _set_format(param.schema, "date")
+            limited = (op.responses or {}).get("429")
+            if isinstance(limited, OpenAPIResponse):
+                limited.headers = {
+                    name: OpenAPIHeader(schema=Schema(type=OpenAPIType(kind)), description=text)
+                    for name, (kind, text) in _RATE_HEADERS.items()
+                }
+    for component in schema.components.schemas.values():
+        for name, prop in (component.properties or {}).items():
+            if name in _DATE_FIELDS:
+                _set_format(prop, "date")
+            elif name.endswith("_at"):
+                _set_format(prop, "date-time")
+    strict_bodies(app)
+
+
+def _set_format(schema: Any, fmt: str) -> None:
+    """On a string schema, or the string branch of a nullable one."""
+    if not isinstance(schema, Schema):
+        return
+    if schema.type == OpenAPIType.STRING:
+        schema.format = OpenAPIFormat(fmt)
+    for branch in schema.one_of or []:
+        _set_format(branch, fmt)
 
 
 def strict_bodies(app: Litestar) -> None:

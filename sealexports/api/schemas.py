@@ -11,10 +11,10 @@ ExportTypeName = Literal[
     "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
-FormatName = Literal["csv", "json"]
+FormatName = Literal["csv", "json", "ndjson"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 # The library's names as the literals above: tests/test_schemas.py ties each to its source
-# (exports.types.EXPORT_TYPES, exports.types.FORMATS, storage.export_jobs.Status).
+# (exports.types.EXPORT_TYPES, exports.formats.FORMATS, storage.export_jobs.Status).
 EXPORT_TYPE_NAMES: dict[str, ExportTypeName] = {name: name for name in get_args(ExportTypeName)}
 FORMAT_NAMES: dict[str, FormatName] = {name: name for name in get_args(FormatName)}
 STATUS_NAMES: dict[str, StatusName] = {name: name for name in get_args(StatusName)}
@@ -23,6 +23,10 @@ Date = Annotated[
 ]
 Timestamp = Annotated[str, Meta(description="ISO 8601 UTC time, e.g. 2025-01-10T14:30:00Z.")]
 FilterValue = str | list[str]
+WARNINGS = (
+    "Why the export may come out empty, for people (not in the spec; clients may ignore it): the "
+    "dates have no data (and which do), or a filter value never occurs in them (and which do)."
+)
 
 
 class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,7 +35,10 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
     export_type: Annotated[ExportTypeName, Meta(description="Type of data to export.")]
     date_from: Annotated[Date, Meta(description="First day of the range (YYYY-MM-DD), inclusive.")]
     date_to: Annotated[Date, Meta(description="Last day of the range (YYYY-MM-DD), inclusive.")]
-    format: Annotated[FormatName, Meta(description="csv (default) or json.")] = "csv"
+    format: Annotated[
+        FormatName,
+        Meta(description="csv (default), json (one array) or ndjson (one object a line)."),
+    ] = "csv"
     filters: Annotated[
         dict[str, FilterValue] | None,
         Meta(
@@ -56,6 +63,7 @@ class EstimateOut(msgspec.Struct):
         bool, Meta(description="True if the export is at or over the sync row limit (10,000 by default).")
     ]
     estimated_duration_seconds: Annotated[int, Meta(description="Approximate processing time.")]
+    warnings: Annotated[list[str], Meta(description=WARNINGS)] = []
 
 
 class JobOut(msgspec.Struct):
@@ -87,6 +95,7 @@ class CreateOut(msgspec.Struct):
     job: Annotated[JobOut, Meta(description="The new job.")]
     estimate: Annotated[EstimateOut, Meta(description="The size estimate the job was planned with.")]
     message: Annotated[str, Meta(description="What happens next, for people.")]
+    warnings: Annotated[list[str], Meta(description=WARNINGS)] = []
 
 
 class JobSummary(msgspec.Struct):

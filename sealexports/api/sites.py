@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from msgspec import Meta
 
+from sealexports.api import openapi
 from sealexports.exports import values
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, site_for
@@ -45,14 +46,26 @@ class SitesController(Controller):
     path = "/api/v1/sites"
     tags = ("sites",)
 
-    @get("/", sync_to_thread=True, summary="List the key's sites")
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="List the key's sites",
+        operation_id="listSites",
+        responses=openapi.SITES,
+    )
     def sites(self, account: NamedDependency[Account], services: NamedDependency[Services]) -> SitesOut:
         """The sites the key works on (its one site, or every site of its account), with their time
         zone and the days their data spans."""
         found = values.key_sites(services.db.get(), account)
         return SitesOut([SiteOut(s.site_id, s.name, s.timezone, d.first_day, d.last_day) for s, d in found])
 
-    @get("/{site_id:str}/values", sync_to_thread=True, summary="Values a filter key takes")
+    @get(
+        "/{site_id:str}/values",
+        sync_to_thread=True,
+        summary="Values a filter key takes",
+        operation_id="listFilterValues",
+        responses=openapi.VALUES,
+    )
     def filter_values(
         self,
         site_id: Annotated[str, Parameter(description="The site (its slug).")],

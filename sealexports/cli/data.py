@@ -15,11 +15,14 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import InvalidEvents, SealExportsError
-from sealexports.exports import engine, split
+from sealexports.exports import engine, manifest, split, values
+from sealexports.exports.formats import FORMATS
 from sealexports.exports.request import build_request, parse_date
-from sealexports.exports.types import EXPORT_TYPES, FORMATS
+from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import transaction
+from sealexports.storage.timestamps import now_iso
+from sealexports.storage.visits import latest_event_at
 
 if TYPE_CHECKING:
     from sealexports.ingest import ImportReport, Meter
@@ -239,13 +242,18 @@ def _import_summary(r: ImportReport, elapsed: float) -> str:
     "-o", "--output", metavar="FILE|-",
     help="Output file or folder, or - for stdout (default: sealmetrics_{type}_{from}_{to}.{ext}).",
 )  # fmt: skip
+@click.option(
+    "--manifest", "manifest_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+    help="Also write the file's manifest (JSON: request, columns, rows, bytes, SHA-256) to FILE.",
+)  # fmt: skip
 @silent_option
 @pass_state
 def export(
     state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str,
-    filters: tuple[str, ...], advanced: str | None, output: str | None, silent: bool,
+    filters: tuple[str, ...], advanced: str | None, output: str | None, manifest_file: str | None,
+    silent: bool,
 ) -> None:  # fmt: skip
-    """Export one type of data for a date range to a CSV or JSON file.
+    """Export one type of data for a date range to a CSV, JSON or NDJSON file.
 
     An export that matches nothing still writes its file (a header, or []) and says why on
     stderr: the dates the site has data for, or the values a filter takes.
@@ -268,6 +276,12 @@ def export(
         raw_filters,
         formula_guard=state.settings.csv_formula_guard,
     )
+    if output == "-" and manifest_file:
+        raise click.ClickException("--manifest describes a file: use -o FILE, not stdout")
+    if manifest_file and not Path(manifest_file).resolve().parent.is_dir():
+        raise click.ClickException(
+            f"folder {str(Path(manifest_file).parent)!r} does not exist (create it first)"
+        )
     if output == "-":
         try:
             for chunk in engine.chunks(conn, req):
@@ -275,9 +289,14 @@ def export(
             sys.stdout.buffer.flush()
         except BrokenPipeError:
             _reader_stopped()
+            return
+        _warn(values.warnings(conn, req))
         return
     dest = _destination(output, req.file_name)
     total = engine.count_estimate(conn, req)
+    latest = (
+        latest_event_at(conn, req.site_id, str(req.date_from), str(req.date_to)) if manifest_file else None
+    )
     started = time.perf_counter()
     try:
         with progress_bar(silent, total, "Exporting") as advance:
@@ -293,12 +312,26 @@ def export(
     except BrokenPipeError:  # a FIFO whose reader closed it
         return
     elapsed = time.perf_counter() - started
+    if manifest_file:
+        generated = now_iso()
+        produced = manifest.Produced(dest.name, info.rows, info.size_bytes, info.sha256, generated, latest)
+        manifest.write(Path(manifest_file), manifest.build(req, target.timezone, produced))
     if not silent:
         click.echo(
             f"Wrote {info.rows:,} rows ({engine.human_size(info.size_bytes)}) to {dest} in "
             f"{elapsed:.2f}s ({info.rows / max(elapsed, 1e-9):,.0f} rows/s)",
             err=True,
         )
+    notes = values.warnings(conn, req)
+    if info.rows == 0 and not notes:
+        notes = [f"no rows match these filters from {req.date_from} to {req.date_to}"]
+    _warn(notes)
+
+
+def _warn(notes: list[str]) -> None:
+    """Why an export may be empty, on stderr, even with --silent: the export still succeeded."""
+    for note in notes:
+        click.echo(f"Warning: {note}", err=True)
 
 
 def _second_process(state: State) -> list[str] | None:

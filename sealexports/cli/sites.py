@@ -6,12 +6,13 @@ import click
 
 from sealexports.cli import Group, State, cli, pass_state, print_table
 from sealexports.config import PLAN_NAMES
+from sealexports.jobs import lifecycle
 from sealexports.storage import accounts
 
 
 @cli.group(cls=Group)
 def sites() -> None:
-    """Create and list sites.
+    """Create, list, update and delete sites.
 
     \b
     Example:
@@ -55,6 +56,90 @@ def sites_list(state: State) -> None:
             for s in accounts.list_sites(state.conn)
         ],
     )
+
+
+@sites.command("update")
+@click.argument("site")
+@click.option("--name", help="A new display name.")
+@click.option("--timezone", help="A new IANA time zone: only while the site has no events.")
+@pass_state
+def sites_update(state: State, site: str, name: str | None, timezone: str | None) -> None:
+    """Rename SITE, or change its time zone.
+
+    Events are filed by the local day of the site's time zone when they arrive, so the time
+    zone changes only while the site has none: for a site with data, create a new site in the
+    new zone and import the events there.
+
+    \b
+    Example:
+        sealexports sites update shop --name "Shop (EU)" --timezone Europe/Paris
+    """
+    if name is None and timezone is None:
+        raise click.UsageError("give --name, --timezone or both")
+    s = accounts.update_site(state.conn, site, name=name, timezone=timezone)
+    click.echo(f"Updated site {s.site_id} (name {s.name!r}, {s.timezone})")
+
+
+@sites.command("delete")
+@click.argument("site")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def sites_delete(state: State, site: str, yes: bool) -> None:
+    """Delete SITE with its events, its export jobs and their files, and the keys bound to it.
+    Its account stays. There is no undo.
+
+    \b
+    Example:
+        sealexports sites delete shop --yes
+    """
+    conn = state.conn
+    s = accounts.get_site(conn, site)
+    question = f"Delete site {s.site_id} ({s.name}) with all its events, export jobs and files?"
+    if not yes and not click.confirm(question, err=True):
+        raise click.ClickException(f"site {site} was not deleted")
+    jobs = lifecycle.delete_site_jobs(conn, state.settings.exports_dir, site)
+    accounts.delete_site(conn, site)
+    click.echo(f"Deleted site {site} and its {jobs} export jobs")
+
+
+@cli.group("accounts", cls=Group)
+def accounts_group() -> None:
+    """List accounts and change their plans.
+
+    \b
+    Example:
+        sealexports accounts list && sealexports accounts set-plan acme pro
+    """
+
+
+@accounts_group.command("list")
+@pass_state
+def accounts_list(state: State) -> None:
+    """List accounts with their plan, number of sites and of active keys.
+
+    \b
+    Example:
+        sealexports accounts list
+    """
+    print_table(
+        ["account", "plan", "sites", "keys", "created_at"],
+        [(a.name, a.plan, a.sites, a.keys, a.created_at) for a in accounts.list_accounts(state.conn)],
+    )
+
+
+@accounts_group.command("set-plan")
+@click.argument("name")
+@click.argument("plan", type=click.Choice(PLAN_NAMES))
+@pass_state
+def accounts_set_plan(state: State, name: str, plan: str) -> None:
+    """Change account NAME's plan; its limits apply from the next request on.
+
+    \b
+    Example:
+        sealexports accounts set-plan acme pro
+    """
+    accounts.set_plan(state.conn, name, plan)
+    click.echo(f"Account {name} is now on the {plan} plan")
 
 
 @cli.group(cls=Group)

@@ -14,17 +14,17 @@ import stat
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import raw, split
+from sealexports.exports import formats, raw, split
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
-from sealexports.exports.writers import CHUNK_ROWS, chunks_for
+from sealexports.exports.writers import CHUNK_ROWS, chunks_for, ndjson_from_json
 from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, make_private_dir, take_slow_regex
 from sealexports.storage.deadline import Deadline
 
@@ -102,18 +102,26 @@ def _percent(part: int, whole: int) -> float:
 
 def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, None, None]:
     """The export file's bytes, a chunk at a time."""
-    if req.type.kind == "events":
-        source: Iterator[bytes] = (data for data, _ in raw.pieces(conn, req))
-    else:
-        source = chunks_for(req.format, req.type.columns, rows(conn, req), formula_guard=req.formula_guard)
-    with slow_regex_is_bad_input():
-        yield from source
+    pieces = _pieces(conn, req)
+    try:
+        with slow_regex_is_bad_input():
+            for data, _ in pieces:
+                yield data
+    finally:
+        pieces.close()
 
 
 def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
-    """(bytes, rows in them) for writing a file."""
-    if req.type.kind == "events":
-        yield from raw.pieces(conn, req)
+    """(bytes, rows in them): the file's bytes, in its format, compressed as asked."""
+    return _plain(conn, req)
+
+
+def _plain(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
+    if req.type.kind == "events":  # formatted inside SQLite (raw.py); NDJSON from its JSON objects
+        if req.format == "ndjson":
+            yield from ndjson_from_json(raw.pieces(conn, replace(req, format="json")))
+        else:
+            yield from raw.pieces(conn, req)
         return
     counter = _Counter(rows(conn, req))
     done = 0
@@ -153,7 +161,9 @@ def write_file(
         finally:
             pieces.close()
     make_private_dir(dest.parent)
-    halves = split.pieces(conn, req, second_process, dest.parent) if second_process else None
+    # Only csv and json as raw.py writes them can be cut in two and glued back.
+    splits = req.format in ("csv", "json") and req.compression == "none"
+    halves = split.pieces(conn, req, second_process, dest.parent) if second_process and splits else None
     pieces = halves or _pieces(conn, req)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
@@ -298,25 +308,20 @@ def estimate_within(
 
 
 def _estimate(req: ExportRequest, n: int, sync_row_limit: int, *, exact: bool) -> Estimate:
-    per_row = req.type.csv_row_bytes if req.format == "csv" else req.type.json_row_bytes
-    size = n * per_row + len(",".join(req.type.header)) + 2
+    json_like = req.format in ("json", "ndjson")
+    per_row = (req.type.json_row_bytes if json_like else req.type.csv_row_bytes) * formats.size_factor(
+        req.format, req.compression
+    )
+    size = math.ceil(n * per_row) + len(",".join(req.type.header)) + 2
     return Estimate(
         estimated_rows=n,
         estimated_size_bytes=size,
         estimated_size_human=human_size(size),
-        recommended_format=recommend_format(n),
+        recommended_format=formats.recommended(req.format, n),
         will_use_background_job=n >= sync_row_limit,
         estimated_duration_seconds=max(1, math.ceil(n / ROWS_PER_SECOND)),
         exact=exact,
     )
-
-
-def recommend_format(rows: int) -> str:
-    """The format we suggest for an export of `rows` rows. Of csv and json, csv at every size:
-    its files are about half as large (no key repeated on every row), it streams into every
-    spreadsheet and database loader, and no export type has nested values that only JSON could
-    hold. A rule by size belongs here once a format does better on large files (e.g. parquet)."""
-    return "csv"
 
 
 def human_size(n: int) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sealexports.exports.filters import where_clause
 from sealexports.exports.request import ExportRequest
-from sealexports.storage.schema import CATALOG_DIMENSIONS, VISIT_FIELDS
+from sealexports.storage.schema import CATALOG_DIMENSIONS, GROUP_FIELDS, VISIT_FIELDS
 
 Query = tuple[str, list[object]]
 
@@ -147,12 +147,28 @@ def _visit_filtered(req: ExportRequest, key: str) -> Query:
     return _aggregate(req, {"microconversions": key, "conversions": key}, parts, params)
 
 
+def _grouped(req: ExportRequest, key: str) -> Query:
+    """(k, e, g, pv, mc, c, rev) per key under conditions on GROUP_FIELDS only, from the daily
+    sums per combination of those fields ('' there is a missing value)."""
+    cond, params = where_clause(req.conditions, {f: f for f in GROUP_FIELDS}, lambda c: f"NULLIF({c}, '')")
+    k = "day" if key == "day" else f"NULLIF({key}, '')"
+    return (
+        f"SELECT {k} AS k, SUM(entrances) AS e, SUM(engaged) AS g, SUM(page_views) AS pv, "
+        "SUM(microconversions) AS mc, SUM(conversions) AS c, SUM(revenue_cents) AS rev "
+        f"FROM day_groups WHERE site_id = ? AND day BETWEEN ? AND ?{cond} GROUP BY 1",
+        [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
+    )
+
+
 def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
-    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered; from the visits
-    when every condition is on a visit field and the key is the visit's; else from the events
-    (the rollups hold no filters)."""
+    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered; from the daily
+    sums per visit-field combination when the conditions and the key are among those fields;
+    from the visits when every condition is on a visit field and the key is the visit's; else
+    from the events."""
     if req.conditions:
         key = keys["pageviews"]
+        if key in ("day", *GROUP_FIELDS) and all(c.field in GROUP_FIELDS for c in req.conditions):
+            return _grouped(req, key)
         if key == keys["visits"] and all(c.field in _VISIT_CONDITION_FIELDS for c in req.conditions):
             return _visit_filtered(req, key)
         return _aggregate(req, keys)

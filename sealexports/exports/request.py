@@ -1,4 +1,4 @@
-"""An export request, validated: type, format, date range and filters."""
+"""An export request, validated: type, format, compression, date range and filters."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import date
 from typing import Any
 
 from sealexports.errors import InvalidRequest
+from sealexports.exports import formats
 from sealexports.exports.filters import Condition, parse_filters
-from sealexports.exports.types import EXPORT_TYPES, FORMATS, ExportType
+from sealexports.exports.types import EXPORT_TYPES, ExportType
 
 MAX_RANGE_DAYS = 3660
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -26,15 +27,17 @@ class ExportRequest:
     filters: Mapping[str, Any] = field(default_factory=dict)
     conditions: tuple[Condition, ...] = ()
     formula_guard: bool = True  # CSV: neutralise text cells a spreadsheet would run as a formula
+    compression: str = "none"  # csv, json, ndjson: none, gzip or zstd
 
     @property
     def file_name(self) -> str:
-        """sealmetrics_{type}_{YYYYMMDD}_{YYYYMMDD}.{ext}"""
-        return f"sealmetrics_{self.type.name}_{self.date_from:%Y%m%d}_{self.date_to:%Y%m%d}.{self.format}"
+        """sealmetrics_{type}_{YYYYMMDD}_{YYYYMMDD}.{ext}, ext as csv, ndjson, csv.gz"""
+        ext = formats.extension(self.format, self.compression)
+        return f"sealmetrics_{self.type.name}_{self.date_from:%Y%m%d}_{self.date_to:%Y%m%d}.{ext}"
 
     @property
     def media_type(self) -> str:
-        return FORMATS[self.format]
+        return formats.media_type(self.format, self.compression)
 
     @property
     def days(self) -> int:
@@ -50,6 +53,7 @@ def build_request(
     filters: object = None,
     *,
     formula_guard: bool = True,
+    compression: object = None,
 ) -> ExportRequest:
     """Validate raw values (from JSON or the command line); InvalidRequest names the bad field."""
     if export_type not in EXPORT_TYPES:
@@ -57,9 +61,7 @@ def build_request(
             f"unknown export_type {export_type!r} (expected one of {', '.join(EXPORT_TYPES)})",
             field="export_type",
         )
-    fmt = "csv" if fmt is None else fmt
-    if fmt not in FORMATS:
-        raise InvalidRequest(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})", field="format")
+    fmt, compression = formats.check(fmt, compression)
     start = parse_date(date_from, "date_from")
     end = parse_date(date_to, "date_to")
     if start > end:
@@ -73,12 +75,13 @@ def build_request(
     return ExportRequest(
         site_id=site_id,
         type=EXPORT_TYPES[str(export_type)],
-        format=str(fmt),
+        format=fmt,
         date_from=start,
         date_to=end,
         filters=dict(filters) if isinstance(filters, Mapping) else {},
         conditions=conditions,
         formula_guard=formula_guard,
+        compression=compression,
     )
 
 

@@ -119,6 +119,3 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
     )
 }
-
-# Litestar adds "; charset=utf-8" to text/* types.
-FORMATS = {"csv": "text/csv", "json": "application/json"}

@@ -10,10 +10,11 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date
 
-from sealexports.errors import InvalidRequest
+from sealexports.errors import InvalidRequest, QueryTimeout
 from sealexports.exports.filters import FILTER_KEYS
-from sealexports.exports.request import parse_date
+from sealexports.exports.request import ExportRequest, parse_date
 from sealexports.storage.accounts import Account, Site, list_sites
+from sealexports.storage.deadline import Deadline
 from sealexports.storage.schema import ROLLUP_DIMENSIONS
 
 MAX_LIMIT = 500
@@ -91,9 +92,11 @@ def filter_values(
     date_to: date,
     *,
     limit: int = 100,
+    table: str | None = None,
 ) -> Values:
     """The values `key` takes on the site's days `date_from`..`date_to`, with their counts; a
-    missing value is left out (no filter value matches it)."""
+    missing value is left out (no filter value matches it). `table` narrows a key counted in
+    events to that table where it is one of them (conversion_type: conversions only)."""
     if key not in VALUE_KEYS:
         raise InvalidRequest(
             f"unknown filter key {key!r} (expected one of {', '.join(VALUE_KEYS)})", field="key"
@@ -114,6 +117,8 @@ def filter_values(
         unit, sql = "page views", _GROUPING
     else:
         tables, unit = _EVENT_SOURCES[key]
+        if table in tables:  # conversion_type of conversions only, say
+            tables = (table,)
         sql = " UNION ALL ".join(
             f"SELECT {key} AS value, COUNT(*) AS n FROM {table} WHERE site_id = ? AND day BETWEEN ? AND ? "
             f"AND {key} IS NOT NULL AND {key} != '' GROUP BY {key}"
@@ -123,3 +128,50 @@ def filter_values(
         args = args * len(tables)
     rows = conn.execute(f"{sql} HAVING n > 0 ORDER BY n DESC, value LIMIT ?", [*args, limit + 1]).fetchall()
     return Values(key, unit, [(v, int(n)) for v, n in rows[:limit]], len(rows) > limit)
+
+
+SHOWN_VALUES = 10  # values a warning lists
+
+
+def warnings(conn: sqlite3.Connection, req: ExportRequest) -> list[str]:
+    """Why an export may come out empty, for people: the dates have no data (and which do), or a
+    filter value never occurs in them (and which values do). Reads the rollups where they hold
+    the key, so that it costs next to nothing beside the export."""
+    first, last = str(req.date_from), str(req.date_to)
+    has_data = conn.execute(
+        "SELECT 1 FROM day_metrics WHERE site_id = ? AND dimension = '' AND day BETWEEN ? AND ? LIMIT 1",
+        [req.site_id, first, last],
+    ).fetchone()
+    if not has_data:
+        s = span(conn, req.site_id)
+        where = f"it has data from {s.first_day} to {s.last_day}" if s.first_day else "it has no data yet"
+        return [f"site {req.site_id!r} has no data from {first} to {last}; {where}"]
+    found: list[str] = []
+    for c in req.conditions:
+        if c.field not in VALUE_KEYS or c.op not in ("eq", "in"):
+            continue
+        occurring = filter_values(
+            conn, req.site_id, c.field, req.date_from, req.date_to, limit=MAX_LIMIT, table=req.type.name
+        )
+        known = {v for v, _ in occurring.values}
+        for value in c.value if isinstance(c.value, tuple) else (c.value,):
+            if value not in known and not occurring.truncated:
+                found.append(f"{c.field} {value!r} does not occur from {first} to {last}; {_some(occurring)}")
+    return found
+
+
+def warnings_within(conn: sqlite3.Connection, req: ExportRequest, deadline: Deadline) -> list[str]:
+    """`warnings` under the request's deadline; none if there is no time left for them."""
+    try:
+        with deadline.running(conn):
+            return warnings(conn, req)
+    except QueryTimeout:
+        return []
+
+
+def _some(occurring: Values) -> str:
+    if not occurring.values:
+        return "it has no values in these dates"
+    names = [v for v, _ in occurring.values]
+    more = f" and {len(names) - SHOWN_VALUES} more" if len(names) > SHOWN_VALUES else ""
+    return f"it has: {', '.join(names[:SHOWN_VALUES])}{more}"

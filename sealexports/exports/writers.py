@@ -1,7 +1,8 @@
 """Streaming writers: rows in, bytes out, a chunk at a time; never the whole export in memory.
 
 CSV is RFC 4180 (UTF-8, header row, CRLF); JSON is one array of objects keyed by the header,
-one object per line. `dec2` columns are written with two decimals in CSV, as numbers in JSON.
+one object per line; NDJSON is the same objects, each on its own line ending in LF, no array.
+`dec2` columns are written with two decimals in CSV, as numbers in JSON.
 
 CSV text cells lose any NUL character (spreadsheets and C strings end the cell there) and, with
 the formula guard on (the default), a cell starting with = + - @ tab or CR gets a leading `'`, so
@@ -68,18 +69,24 @@ def csv_line(columns: Sequence[Column], row: Sequence[Any], *, formula_guard: bo
     return data.decode().split("\r\n", 1)[1]
 
 
-def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+def _objects(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """Each row as one JSON object keyed by the header (`json` columns embedded as they are)."""
     names = [c.name for c in columns]
     raw_json = [i for i, c in enumerate(columns) if c.kind == "json"]
-    out: list[bytes] = []
-    first = True
     for row in rows:
         if raw_json:
             row = list(row)
             for i in raw_json:
                 if row[i] is not None:
                     row[i] = orjson.Fragment(row[i])
-        out.append((b"[\n" if first else b",\n") + orjson.dumps(dict(zip(names, row, strict=True))))
+        yield orjson.dumps(dict(zip(names, row, strict=True)))
+
+
+def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    out: list[bytes] = []
+    first = True
+    for obj in _objects(columns, rows):
+        out.append((b"[\n" if first else b",\n") + obj)
         first = False
         if len(out) >= CHUNK_ROWS:
             yield b"".join(out)
@@ -88,13 +95,40 @@ def json_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Ite
     yield b"".join(out)
 
 
-WRITERS = {"csv": csv_chunks, "json": json_chunks}
+def ndjson_chunks(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """The objects of `json_chunks`, one a line (an empty export is an empty file)."""
+    out: list[bytes] = []
+    for obj in _objects(columns, rows):
+        out.append(obj)
+        if len(out) >= CHUNK_ROWS:
+            yield b"\n".join(out) + b"\n"
+            out.clear()
+    yield b"\n".join(out) + b"\n" if out else b""
+
+
+def ndjson_from_json(pieces: Iterable[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+    """NDJSON from the pieces of a JSON array as `json_chunks` (or raw.py) writes it: `[`, objects
+    each after ",\\n", then `\\n]\\n` (or `[]\\n` for none). JSON text holds no raw newline (one
+    in a string is written `\\n`), so every ",\\n" is a separator between two objects."""
+    first = True
+    for data, n in pieces:
+        if first:
+            first = False
+            if data.startswith(b"[]"):
+                yield b"", n
+                continue
+            data = data[2:]  # "[\\n"
+        if data.endswith(b"\n]\n"):
+            data = data[:-2]
+        yield data.replace(b",\n", b"\n"), n
 
 
 def chunks_for(
     fmt: str, columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, formula_guard: bool = True
 ) -> Iterator[bytes]:
-    """The export in `fmt`: the formula guard applies to CSV only."""
+    """The export in `fmt` (csv, json, ndjson): the formula guard applies to CSV only."""
     if fmt == "csv":
         return csv_chunks(columns, rows, formula_guard=formula_guard)
+    if fmt == "ndjson":
+        return ndjson_chunks(columns, rows)
     return json_chunks(columns, rows)

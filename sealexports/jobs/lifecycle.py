@@ -134,6 +134,14 @@ def delete_job(conn: sqlite3.Connection, exports_dir: Path, job: export_jobs.Job
         remove_file(exports_dir / job.file_name)
 
 
+def delete_site_jobs(conn: sqlite3.Connection, exports_dir: Path, site_id: str) -> int:
+    """Delete every export job of the site, with its file; how many there were."""
+    jobs, total = export_jobs.list_jobs(conn, site_id, limit=-1, offset=0, include_expired=True)
+    for job in jobs:
+        delete_job(conn, exports_dir, job)
+    return total
+
+
 def expire_job(conn: sqlite3.Connection, exports_dir: Path, job: export_jobs.JobRecord) -> bool:
     """A completed job becomes expired and loses its file; False if it was not completed."""
     expired = transition(conn, job.job_id, Status.COMPLETED, Status.EXPIRED)

@@ -26,6 +26,7 @@ from sealexports.storage.database import connect
 from sealexports.storage.deadline import Deadline
 from sealexports.storage.export_jobs import RUNNING, Status
 from sealexports.storage.timestamps import iso, now_iso
+from sealexports.storage.visits import latest_event_at
 from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def _run(
         req = request_for(job, formula_guard=formula_guard)
         with deadline.running(conn):
             total = engine.count_estimate(conn, req)
+            latest = latest_event_at(conn, req.site_id, job.date_from, job.date_to)
         if not transition(
             conn, job_id, Status.ESTIMATING, Status.GENERATING, owner=owner, estimated_rows=total
         ):
@@ -170,6 +172,7 @@ def _run(
         actual_rows=info.rows,
         file_size_bytes=info.size_bytes,
         sha256=info.sha256,
+        latest_event_at=latest,
         file_name=dest.name,
         progress_percent=100,
         download_token=tokens.sign(job_id),

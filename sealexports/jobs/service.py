@@ -12,9 +12,10 @@ import sqlite3
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sealexports.errors import Expired, NotFound, TooLarge
-from sealexports.exports import engine
+from sealexports.exports import engine, manifest, values
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
@@ -37,11 +38,22 @@ class Started:
 
     job: export_jobs.JobRecord
     estimate: engine.Estimate
+    warnings: list[str]
     background: bool
 
 
 @dataclass(frozen=True)
+class Estimated:
+    """An estimate, and why the export may come out empty (dates without data, values that
+    never occur): `values.warnings`."""
+
+    estimate: engine.Estimate
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
 class Download:
+    job: export_jobs.JobRecord
     path: Path
     file_name: str
     media_type: str
@@ -63,19 +75,22 @@ class ExportStream:
         self.conn.close()
 
 
-def estimate(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> engine.Estimate:
+def estimate(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> Estimated:
     """Rows, bytes and time the export would take, without creating a job. Past the deadline
     while counting a filtered aggregate's real rows, its upper bound stands."""
+    conn = services.db.get()
     max_rows = services.settings.plans[site.account.plan].max_rows
-    return engine.estimate_within(
-        services.db.get(), req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
+    est = engine.estimate_within(
+        conn, req, deadline, services.settings.sync_row_limit, max_rows, bound_on_timeout=True
     )
+    return Estimated(est, values.warnings_within(conn, req, deadline))
 
 
 def start_export(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> Started:
     """Estimate, check the plan (size, stored bytes, running exports) and create the job; under
     the sync row limit run it now (within `deadline`), else queue it."""
-    est = estimate(services, site, req, deadline)
+    estimated = estimate(services, site, req, deadline)
+    est, warnings = estimated.estimate, estimated.warnings
     conn = services.db.get()
     # A small export is created claimed by this process, so no worker takes it meanwhile.
     lease = None if est.will_use_background_job else services.queue.lease
@@ -84,7 +99,7 @@ def start_export(services: Services, site: Site, req: ExportRequest, deadline: D
         services.queue.enqueue(job.job_id)
         # The job as created (pending): a worker may have claimed it already, any worker on any
         # doorbell, and the answer should not depend on that race.
-        return Started(job, est, background=True)
+        return Started(job, est, warnings, background=True)
     run_export(
         conn,
         services.settings.exports_dir,
@@ -97,7 +112,7 @@ def start_export(services: Services, site: Site, req: ExportRequest, deadline: D
     job = export_jobs.get_job(conn, job.job_id)
     if job.status == Status.PENDING:  # stopped by a disconnect or a shutdown: a worker finishes it
         services.queue.enqueue(job.job_id)
-    return Started(job, est, background=False)
+    return Started(job, est, warnings, background=False)
 
 
 def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> ExportStream:
@@ -127,6 +142,12 @@ def site_job(services: Services, site: Site, job_id: str) -> export_jobs.JobReco
         return job
     lifecycle.expire_job(conn, services.settings.exports_dir, job)
     return export_jobs.get_job(conn, job_id)
+
+
+def job_manifest(services: Services, site: Site, job_id: str) -> dict[str, Any]:
+    """The site's job's manifest (`exports.manifest`): Conflict until it has completed."""
+    job = site_job(services, site, job_id)
+    return manifest.of_job(request_for(job), site.timezone, job)
 
 
 def list_jobs(
@@ -170,7 +191,7 @@ def open_download(services: Services, token: str) -> Download:
     if job.status != Status.COMPLETED or not job.file_name or not path.is_file():
         raise Expired("the export file is no longer available; create a new export")
     req = request_for(job)
-    return Download(path, req.file_name, req.media_type)
+    return Download(job, path, req.file_name, req.media_type)
 
 
 def _site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> export_jobs.JobRecord:

@@ -76,7 +76,8 @@ def create_site(
 ) -> Site:
     """Create a site, and its account if new (named after the site unless given).
 
-    A plan given for an existing account changes that account's plan.
+    A plan given for an existing account must be its plan: changing a plan is `set_plan`'s job,
+    never a side effect of adding a site.
     """
     if not SITE_ID.match(site_id):
         raise InvalidRequest(
@@ -90,18 +91,90 @@ def create_site(
     with transaction(conn):
         if conn.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
             raise InvalidRequest(f"site {site_id!r} already exists", field="site_id")
-        conn.execute(
-            "INSERT INTO accounts (name, plan, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-            [account_name, plan or "free", now_iso()],
-        )
-        if plan is not None:
-            conn.execute("UPDATE accounts SET plan = ? WHERE name = ?", [plan, account_name])
+        row = conn.execute("SELECT plan FROM accounts WHERE name = ?", [account_name]).fetchone()
+        if row is not None and plan is not None and plan != row[0]:
+            raise InvalidRequest(
+                f"account {account_name!r} has the {row[0]} plan, not {plan}; leave --plan out to add "
+                "the site to it, or change its plan with "
+                f"`sealexports accounts set-plan {account_name} {plan}`",
+                field="plan",
+            )
+        if row is None:
+            conn.execute(
+                "INSERT INTO accounts (name, plan, created_at) VALUES (?, ?, ?)",
+                [account_name, plan or "free", now_iso()],
+            )
         conn.execute(
             "INSERT INTO sites (site_id, name, account_id, timezone, created_at) "
             "SELECT ?, ?, id, ?, ? FROM accounts WHERE name = ?",
             [site_id, name or site_id, timezone, now_iso(), account_name],
         )
     return get_site(conn, site_id)
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    name: str
+    plan: str
+    sites: int
+    keys: int  # active ones
+    created_at: str
+
+
+def list_accounts(conn: sqlite3.Connection) -> list[AccountSummary]:
+    rows = conn.execute(
+        "SELECT a.name, a.plan, "
+        "(SELECT count(*) FROM sites s WHERE s.account_id = a.id), "
+        "(SELECT count(*) FROM api_keys k WHERE k.account_id = a.id AND k.revoked_at IS NULL), "
+        "a.created_at FROM accounts a ORDER BY a.name"
+    )
+    return [AccountSummary(*r) for r in rows]
+
+
+def set_plan(conn: sqlite3.Connection, name: str, plan: str) -> None:
+    """Change an account's plan: its limits apply from the next request on."""
+    if plan not in PLAN_NAMES:
+        raise InvalidRequest(f"unknown plan {plan!r} (expected one of {', '.join(PLAN_NAMES)})", field="plan")
+    with transaction(conn):
+        cur = conn.execute("UPDATE accounts SET plan = ? WHERE name = ?", [plan, name])
+    if cur.rowcount == 0:
+        raise NotFound(f"account {name!r} not found")
+
+
+def update_site(
+    conn: sqlite3.Connection, site_id: str, *, name: str | None = None, timezone: str | None = None
+) -> Site:
+    """Rename a site, or change its time zone while it has no events: stored events, rollups and
+    jobs are filed by the local day of the zone they came in with, and would stay on those days."""
+    site = get_site(conn, site_id)
+    if timezone is not None and timezone != site.timezone:
+        _check_timezone(timezone)
+        if conn.execute("SELECT 1 FROM visits WHERE site_id = ? LIMIT 1", [site_id]).fetchone():
+            raise InvalidRequest(
+                f"site {site_id!r} has events filed by their local days in {site.timezone}; a new "
+                "time zone would leave them on those days. Create a new site in the new zone and "
+                "import the events there (or `sealexports sites delete` this one first)",
+                field="timezone",
+            )
+    with transaction(conn):
+        conn.execute(
+            "UPDATE sites SET name = coalesce(?, name), timezone = coalesce(?, timezone) WHERE site_id = ?",
+            [name, timezone, site_id],
+        )
+    return get_site(conn, site_id)
+
+
+def delete_site(conn: sqlite3.Connection, site_id: str) -> None:
+    """Delete the site with its events and keys (its account stays). Its export jobs and their
+    files must be gone first (jobs.lifecycle.delete_site_jobs)."""
+    from sealexports.storage.visits import delete_site_data  # events imports this module
+
+    get_site(conn, site_id)
+    with transaction(conn):
+        delete_site_data(conn, site_id)
+        conn.execute("DELETE FROM api_keys WHERE site_id = ?", [site_id])
+        conn.execute("DELETE FROM export_jobs WHERE site_id = ?", [site_id])
+        conn.execute("DELETE FROM sites WHERE site_id = ?", [site_id])
 
 
 _SITE_SELECT = (

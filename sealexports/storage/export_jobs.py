@@ -57,6 +57,7 @@ class JobRecord:
     lease_owner: str | None = None
     lease_expires_at: float | None = None  # POSIX seconds
     claimed_at: float | None = None  # POSIX seconds
+    latest_event_at: str | None = None  # the manifest's freshness (see exports/manifest.py)
 
 
 _COLUMNS = ", ".join(f.name for f in fields(JobRecord))

@@ -15,7 +15,7 @@ from itertools import islice
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
-from sealexports.storage.schema import GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS, VISIT_FIELDS
+from sealexports.storage.schema import GROUP_FIELDS, GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS, VISIT_FIELDS
 from sealexports.storage.timestamps import iso
 
 VISIT_DIMENSIONS = ("referrer", *VISIT_FIELDS)
@@ -115,8 +115,25 @@ _ADD_METRICS = (
     "microconversions = microconversions + excluded.microconversions, "
     "conversions = conversions + excluded.conversions, revenue_cents = revenue_cents + excluded.revenue_cents"
 )
+_ADD_GROUPS = (
+    f"INSERT INTO day_groups (site_id, day, {', '.join(GROUP_FIELDS)}, entrances, engaged, page_views, "
+    f"microconversions, conversions, revenue_cents) VALUES (?, ?, {', '.join('?' * len(GROUP_FIELDS))}, "
+    f"?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, day, {', '.join(GROUP_FIELDS)}) DO UPDATE SET "
+    "entrances = entrances + excluded.entrances, engaged = engaged + excluded.engaged, "
+    "page_views = page_views + excluded.page_views, "
+    "microconversions = microconversions + excluded.microconversions, "
+    "conversions = conversions + excluded.conversions, revenue_cents = revenue_cents + excluded.revenue_cents"
+)
 _ENTRANCES, _ENGAGED, _PAGE_VIEWS, _MICRO, _CONVERSIONS, _REVENUE = range(6)
 Metrics = dict[tuple[str, str, str], list[int]]  # (dimension, day, value) -> the six sums
+Groups = dict[tuple[str, tuple[str, ...]], list[int]]  # (day, GROUP_FIELDS values) -> the six sums
+
+
+def _count_group(groups: Groups, day: str, group: tuple[str, ...], metric: int, n: int) -> None:
+    sums = groups.get((day, group))
+    if sums is None:
+        sums = groups[(day, group)] = [0, 0, 0, 0, 0, 0]
+    sums[metric] += n
 
 
 def _count(metrics: Metrics, dimension: str, day: str, value: str, metric: int, n: int) -> None:
@@ -165,8 +182,10 @@ def insert_visits(
         visit_days: Counter[tuple[str, int]] = Counter()  # page views off their visit's first day
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
         metrics: Metrics = {}
+        groups: Groups = {}
         for visit in batch:
             dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
+            group = tuple(v or "" for v in dims[1:])  # GROUP_FIELDS: the dimensions but the referrer
             if visit.landing is not None:  # a stored visit, continued
                 if visit.id is None:
                     raise ValueError("a stored visit needs its id")
@@ -181,6 +200,7 @@ def insert_visits(
                     )
                     if seen == 1:  # its second page view makes the visit engaged
                         _count_visit(metrics, values, visit_day, _ENGAGED, 1)
+                        _count_group(groups, visit_day, group, _ENGAGED, 1)
                     stored[vid] = (seen + len(visit.pages), visit_day)
             else:
                 if not visit.pages:
@@ -195,8 +215,10 @@ def insert_visits(
                 values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
                 _count_visit(metrics, values, day, _ENTRANCES, 1)
                 _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
+                _count_group(groups, day, group, _ENTRANCES, 1)
                 if len(visit.pages) >= 2:
                     _count_visit(metrics, values, day, _ENGAGED, 1)
+                    _count_group(groups, day, group, _ENGAGED, 1)
                 rows_v.append(
                     (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
@@ -213,6 +235,7 @@ def insert_visits(
                 keys.add(("path", day, pv.path))
                 _count_visit(metrics, values, day, _PAGE_VIEWS, 1)
                 _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
+                _count_group(groups, day, group, _PAGE_VIEWS, 1)
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 keys.add(("path", day, c.path))
@@ -220,6 +243,8 @@ def insert_visits(
                 _count_visit(metrics, values, day, _CONVERSIONS, 1)
                 _count_visit(metrics, values, day, _REVENUE, c.amount_cents)
                 _count(metrics, "path", day, c.path, _CONVERSIONS, 1)
+                _count_group(groups, day, group, _CONVERSIONS, 1)
+                _count_group(groups, day, group, _REVENUE, c.amount_cents)
                 rows_c.append(
                     (site.site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
@@ -228,6 +253,7 @@ def insert_visits(
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
                 _count_visit(metrics, values, day, _MICRO, 1)
+                _count_group(groups, day, group, _MICRO, 1)
                 rows_m.append(
                     (site.site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
@@ -241,6 +267,7 @@ def insert_visits(
         conn.executemany(_INSERT_KEY, [(site.site_id, *key) for key in keys])
         conn.executemany(_ADD_ROWS, [(site.site_id, kind, day, n) for (kind, day), n in day_rows.items()])
         conn.executemany(_ADD_VISIT_DAYS, [(site.site_id, *key, n) for key, n in visit_days.items()])
+        conn.executemany(_ADD_GROUPS, [(site.site_id, day, *g, *sums) for (day, g), sums in groups.items()])
         conn.executemany(_ADD_METRICS, [(site.site_id, *key, *sums) for key, sums in metrics.items()])
         counts.visits += len(rows_v)
         counts.pageviews += len(rows_p)
@@ -271,7 +298,7 @@ def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None,
 
 ANALYTICS_TABLES = (
     "visits", "pageviews", "conversions", "microconversions", "pages", "day_keys", "day_rows", "day_metrics",
-    "visit_days",
+    "visit_days", "day_groups",
 )  # fmt: skip
 INGEST_TABLES = ("import_ids", "visit_keys")  # what imports remember: it goes with the data
 
@@ -284,3 +311,20 @@ def delete_site_data(conn: sqlite3.Connection, site_id: str) -> None:
     """Remove a site's analytics rows (not the site). The caller owns the transaction."""
     for table in (*ANALYTICS_TABLES, *INGEST_TABLES):
         conn.execute(f"DELETE FROM {table} WHERE site_id = ?", [site_id])
+
+
+def latest_event_at(conn: sqlite3.Connection, site_id: str, day_from: str, day_to: str) -> str | None:
+    """The time (UTC, ISO) of the site's newest page view, conversion or microconversion on the
+    days day_from..day_to (the site's days), or None. Cheap: the last day with events comes from
+    each table's (site_id, day) index, then only that day's rows are read (a later local day
+    always holds later times)."""
+    latest: str | None = None
+    for table in ("pageviews", "conversions", "microconversions"):
+        row = conn.execute(
+            f"SELECT MAX(ts) FROM {table} WHERE site_id = ? AND day = "
+            f"(SELECT MAX(day) FROM {table} WHERE site_id = ? AND day BETWEEN ? AND ?)",
+            [site_id, site_id, day_from, day_to],
+        ).fetchone()
+        if row[0] is not None and (latest is None or row[0] > latest):
+            latest = str(row[0])
+    return latest
