@@ -11,8 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 
+from sealexports import demo
 from sealexports.cli import cli
 from sealexports.storage.database import connect
+from sealexports.storage.events import Visit
 
 
 @pytest.fixture(autouse=True)
@@ -127,3 +129,22 @@ def test_filters_that_match_nothing_together_say_so(seeded: Path, tmp_path: Path
     result = run(seeded, "export", "--site", "demo", *args, "--advanced", "path:eq:/nowhere", "--silent")
     assert result.exit_code == 0
     assert result.stderr == "Warning: no rows match these filters from 2025-03-27 to 2025-03-31\n"
+
+
+def test_a_demo_cut_at_a_moment_has_nothing_after_it_and_the_same_before() -> None:
+    end = datetime(2025, 3, 31).date()
+    until = datetime(2025, 3, 31, 11, 30, tzinfo=ZoneInfo("Europe/Madrid"))
+    whole = list(demo.generate("Europe/Madrid", end=end, days=2, visits=400, seed=3))
+    cut = list(demo.generate("Europe/Madrid", end=end, days=2, visits=400, seed=3, until=until))
+
+    def events(visits: list[Visit]) -> list[tuple[str, datetime]]:
+        return sorted(
+            (kind, e.ts)
+            for v in visits
+            for kind, group in (("pv", v.pages), ("c", v.conversions), ("m", v.microconversions))
+            for e in group
+        )
+
+    assert max(ts for _, ts in events(cut)) <= until
+    assert events(cut) == [e for e in events(whole) if e[1] <= until]
+    assert 0 < len(cut) < len(whole)
