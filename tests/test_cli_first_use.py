@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from sealexports import demo
 from sealexports.cli import cli
 from sealexports.storage.database import connect
-from sealexports.storage.events import Visit
+from sealexports.storage.visits import Visit
 
 
 @pytest.fixture(autouse=True)
