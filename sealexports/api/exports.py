@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 from collections.abc import Generator
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
 from sealexports.exports import engine, manifest, values
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs import lifecycle
+from sealexports.jobs import lifecycle, view
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Account, Site, now_iso, site_for
@@ -81,32 +80,7 @@ async def _current(services: Services, job: store.JobRecord) -> store.JobRecord:
 
 def job_out(services: Services, job: store.JobRecord, request: Request[Any, Any, Any]) -> JobOut:
     """The job as the API shows it; its download_url is built for the request reading it."""
-    completed = job.status == lifecycle.Status.COMPLETED and job.download_token
-    expired = job.status == lifecycle.Status.EXPIRED
-    base = proxy.base_url(services.settings, str(request.base_url))
-    return JobOut(
-        id=job.id,
-        job_id=job.job_id,
-        site_id=job.site_id,
-        export_type=job.export_type,  # type: ignore[arg-type]
-        format=job.format,  # type: ignore[arg-type]
-        date_from=job.date_from,
-        date_to=job.date_to,
-        filters=json.loads(job.filters),
-        status=job.status,  # type: ignore[arg-type]
-        estimated_rows=job.estimated_rows,
-        actual_rows=job.actual_rows,
-        file_size_bytes=job.file_size_bytes,
-        file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
-        progress_percent=job.progress_percent,
-        download_url=services.download_url(job.download_token, base) if completed else None,  # type: ignore[arg-type]
-        # Kept once expired: when the link stopped working.
-        download_expires_at=job.download_expires_at if completed or expired else None,
-        error_message=job.error_message,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        created_at=job.created_at,
-    )
+    return JobOut(**view.job_object(job, proxy.base_url(services.settings, str(request.base_url))))
 
 
 def _estimate_out(est: engine.Estimate, warnings: list[str]) -> EstimateOut:

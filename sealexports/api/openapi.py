@@ -71,6 +71,9 @@ MANIFEST = errors(
     }
 )
 JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
+_WEBHOOKS = {**_KEYED, 403: "A key bound to one site: webhooks need an account-wide read key."}
+WEBHOOK = errors({**_WEBHOOKS, 404: "Unknown endpoint or delivery, or one of another account."})
+WEBHOOK_CREATE = errors({**_WEBHOOKS, **_BODY, 422: "A bad URL (not http(s), a private address) or event."})
 DOWNLOAD = {
     **errors(
         {
