@@ -36,7 +36,7 @@ def receiving(answers: list[int] | None = None, hold: threading.Event | None = N
     receiver = Receiver("", list(answers or []), hold=hold)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with receiver.got:
                 first = not receiver.received

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import socket
@@ -64,7 +65,8 @@ def finish_job(db: Path, account_id: int, status: Status = Status.COMPLETED) -> 
         {"actual_rows": 12, "file_size_bytes": 2048, "download_token": "tok.en", "progress_percent": 100,
          "completed_at": "2025-02-01T10:00:05Z", "download_expires_at": "2025-02-02T10:00:05Z",
          "file_name": f"{job_id}.csv"}
-        if status == Status.COMPLETED else {"error_message": "disk full", "completed_at": "2025-02-01T10:00:05Z"}
+        if status == Status.COMPLETED
+        else {"error_message": "disk full", "completed_at": "2025-02-01T10:00:05Z"}
     )  # fmt: skip
     transition(conn, job_id, Status.GENERATING, status, **extra)
     conn.close()
@@ -133,7 +135,7 @@ def test_network_errors_back_off_six_attempts_over_about_an_hour(db_path: Path) 
     now = T0
     times = []
     while now < T0 + 4000:
-        if outbox.deliver_due(conn, s, OWNER, lambda: now):
+        if outbox.deliver_due(conn, s, OWNER, lambda t=now: t):
             times.append(now - T0)
         now += 10
     (delivery,) = store.list_deliveries(conn)
@@ -142,7 +144,7 @@ def test_network_errors_back_off_six_attempts_over_about_an_hour(db_path: Path) 
     assert len(tries) == 6 and all(a.status_code is None and a.error for a in tries)
     assert times[1] <= 30  # the first retry within 30 s
     assert 3000 <= times[-1] <= 4500, times  # about an hour
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps == sorted(gaps)  # backing off
     conn.close()
 
@@ -236,7 +238,10 @@ def test_a_crashed_attempt_is_taken_over_after_its_lease_with_the_same_delivery(
 
 def invoke(db: Path, *args: str) -> Any:
     return CliRunner().invoke(
-        cli, ["--db", str(db), *args], env={"SEALEXPORTS_WEBHOOKS_ALLOW_PRIVATE": "true"}, catch_exceptions=False
+        cli,
+        ["--db", str(db), *args],
+        env={"SEALEXPORTS_WEBHOOKS_ALLOW_PRIVATE": "true"},
+        catch_exceptions=False,
     )
 
 
@@ -299,7 +304,8 @@ def test_api_needs_an_account_wide_key_and_sends_the_job_as_get_shows_it(
         assert set(created) == {"id", "secret"}
         listed = api.client.get(hooks, headers=api.headers).json()["webhooks"]
         assert listed == [{"id": created["id"], "url": rx.url, "events": ["export.completed"],
-                           "status": "active", "disabled_reason": None, "created_at": listed[0]["created_at"]}]  # fmt: skip
+                           "status": "active", "disabled_reason": None,
+                           "created_at": listed[0]["created_at"]}]  # fmt: skip
         job = api.created(api.body("sources"))["job"]  # small: done during the request
         assert job["status"] == "completed"
         (got,) = rx.wait_for(1)  # sent by the app's dispatcher thread, after the request
@@ -328,7 +334,7 @@ def doc_receiver() -> str:
     text = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 1
-    assert len(blocks[0].strip().splitlines()) <= 20
+    assert len([line for line in blocks[0].splitlines() if line.strip()]) <= 16  # about a dozen
     return str(blocks[0])
 
 

@@ -29,7 +29,8 @@ ENV = {"SEALEXPORTS_WEBHOOKS_ALLOW_PRIVATE": "true", "SEALEXPORTS_WEBHOOKS_TIMEO
 def export(server: live.Server, key: str, small: Template) -> str:
     r = requests.post(
         f"{server.api}/exports", params={"site_id": small.site_id}, headers={"X-API-Key": key}, timeout=30,
-        json={"export_type": "sources", "format": "csv", "date_from": small.date_from, "date_to": small.date_to},
+        json={"export_type": "sources", "format": "csv",
+              "date_from": small.date_from, "date_to": small.date_to},
     )  # fmt: skip
     assert r.status_code == 201 and r.json()["job"]["status"] == "completed", r.text
     return str(r.json()["job"]["job_id"])

@@ -107,7 +107,10 @@ class WebhooksController(Controller):
     @post("/", status_code=201, sync_to_thread=True, summary="Add a webhook endpoint",
           operation_id="createWebhook", responses=openapi.WEBHOOK_CREATE)  # fmt: skip
     def create(
-        self, data: JSONBody[WebhookIn], account: NamedDependency[Account], services: NamedDependency[Services]
+        self,
+        data: JSONBody[WebhookIn],
+        account: NamedDependency[Account],
+        services: NamedDependency[Services],
     ) -> SecretOut:
         """A new endpoint; the answer holds its signing secret, shown this once."""
         owner = _account_wide(account)
