@@ -162,7 +162,8 @@ class WebhooksController(Controller):
         return DeliveriesOut([_delivery_out(services, d) for d in found])
 
     @post("/deliveries/{delivery_id:str}/replay", status_code=202, sync_to_thread=True,
-          summary="Replay a delivery", operation_id="replayWebhookDelivery", responses=openapi.WEBHOOK)  # fmt: skip
+          summary="Replay a delivery", operation_id="replayWebhookDelivery",
+          responses=openapi.WEBHOOK)  # fmt: skip
     def replay(
         self, delivery_id: DeliveryId, account: NamedDependency[Account], services: NamedDependency[Services]
     ) -> DeliveryOut:
