@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Generator
 from typing import Annotated, Any
 
 import anyio
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
@@ -22,7 +24,7 @@ from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
 from sealexports.exports import engine, manifest, values
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs import lifecycle, view
+from sealexports.jobs import idempotency, lifecycle, view
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.storage import jobs as store
 from sealexports.storage.accounts import Account, Site, now_iso, site_for
@@ -42,6 +44,11 @@ def _site(services: Services, account: Account, site_id: str | None, account_id:
     slug = site_id or account_id
     if not slug:
         raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
+    if site_id and account_id and site_id != account_id:
+        raise InvalidRequest(
+            f"site_id {site_id!r} and account_id {account_id!r} name different sites: give one",
+            field="account_id",
+        )
     return site_for(services.db.get(), slug, account)
 
 
@@ -127,7 +134,16 @@ class ExportsController(Controller):
         services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
-    ) -> CreateOut:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                description="Makes a retry safe: the same key and request within 24 hours get the "
+                "first answer again (the job as it is now) and start nothing; another request: 422.",
+            ),
+        ] = None,
+    ) -> Response[Any]:
         """Under the sync row limit the file is generated during the request (`completed`);
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
         site = _site(services, account, site_id, account_id)
@@ -181,7 +197,33 @@ class ExportsController(Controller):
                 warnings=warnings,
             )
 
-        return await in_thread(work, deadline, request.receive)
+        if idempotency_key is None:
+            return Response(await in_thread(work, deadline, request.receive), status_code=201)
+        settings = services.settings
+
+        def once() -> Response[Any]:
+            def create() -> tuple[str, str]:
+                out = work()
+                return out.job.job_id, msgspec.json.encode(out).decode()
+
+            outcome = idempotency.run_once(
+                services.db.get(),
+                site.account.id,
+                idempotency_key,
+                idempotency.fingerprint(site.site_id, msgspec.to_builtins(data)),
+                create,
+                wait_seconds=settings.query_timeout_seconds,
+                stale_seconds=2 * settings.query_timeout_seconds + 60,
+            )
+            body = json.loads(outcome.response)
+            if outcome.replayed:  # the same answer, its job as it is now
+                job = store.find_job(services.db.get(), outcome.job_id)
+                if job is not None:
+                    body["job"] = msgspec.to_builtins(job_out(services, job, request))
+            headers = {"Idempotent-Replayed": "true" if outcome.replayed else "false"}
+            return Response(body, status_code=201, headers=headers)
+
+        return await in_thread(once, deadline, request.receive)
 
     @post(
         "/estimate",

@@ -54,7 +54,10 @@ CREATE = errors(
     {
         **_KEYED,
         **_BODY,
+        409: "Another request with this Idempotency-Key is still running: retry in a moment.",
         413: "The body is over 64 KiB, or the export over the plan's max rows per export.",
+        422: "Invalid body or parameters (type, dates, filters), or an Idempotency-Key used with another "
+        "request in the last 24 hours: error.detail lists each bad field.",
         429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
     }
 )
