@@ -65,6 +65,8 @@ class Settings:
     log_format: str = "text"  # text or json (one object a line)
     metrics_token: str = ""  # empty: no /metrics; else it needs Authorization: Bearer <token>
     csv_formula_guard: bool = True  # CSV text cells starting with = + - @ tab CR get a leading '
+    webhooks_allow_private: bool = False  # true: webhooks may go to private/loopback addresses (tests)
+    webhooks_timeout_seconds: float = 10.0  # each delivery attempt: connect, send, and the answer
     plans: Mapping[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     @property

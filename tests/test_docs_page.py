@@ -15,7 +15,7 @@ from sealexports.storage.database import connect
 from tests import live
 from tests.browser import chromium
 
-METHODS = {"get", "post", "put", "patch", "delete"}
+METHODS = {"get", "post", "put", "patch", "delete", "head"}
 
 
 def test_docs_page_lists_every_operation_offline(tmp_path: Path) -> None:

@@ -124,3 +124,24 @@ def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(
         "bing,1,0,100.00,1,0,0,0.00,0.00",
         "google,1,1,0.00,5,0,0,0.00,0.00",
     ]
+
+
+@pytest.mark.parametrize(
+    "condition",
+    ["path:contains:/blog/", "path:eq:/pricing", "path:regex:^/docs/[a-s]", "path:not_contains:/products/",
+     "path:in:/|/pricing|/about", "path:ne:/", "path:contains:/blog/,path:not_regex:running"],
+)  # fmt: skip
+def test_pages_under_path_conditions_from_the_rollups_agree_with_the_events(
+    demo_db: DemoDB, demo_conn: sqlite3.Connection, condition: str
+) -> None:
+    days = (str(demo_db.date_from), str(demo_db.date_to))
+    rollup = build_request("demo", "pages", "csv", *days, {"advanced_filters": condition})
+    events = build_request(
+        "demo", "pages", "csv", *days, {"advanced_filters": f"{condition},content_grouping:ne:-never-"}
+    )
+    by_rollup, by_events = (
+        b"".join(engine.chunks(demo_conn, rollup)),
+        b"".join(engine.chunks(demo_conn, events)),
+    )
+    assert by_rollup == by_events
+    assert by_rollup.count(b"\r\n") > 1

@@ -29,6 +29,7 @@ from sealexports.api.metrics import scrape as metrics_scrape
 from sealexports.api.schemas import HealthOut
 from sealexports.api.sites import SitesController
 from sealexports.api.ui import routers as ui_routers
+from sealexports.api.webhooks import WebhooksController
 from sealexports.config import Settings
 from sealexports.errors import ConfigError, Unavailable
 from sealexports.services import Services, build_services
@@ -85,7 +86,14 @@ def create_app(
             # The database file alone then holds every commit (a copy of it is whole).
             await anyio.to_thread.run_sync(checkpoint, settings.database)
 
-    handlers: list[Any] = [ExportsController, EventsController, SitesController, healthz, *ui_routers()]
+    handlers: list[Any] = [
+        ExportsController,
+        EventsController,
+        SitesController,
+        WebhooksController,
+        healthz,
+        *ui_routers(),
+    ]
     if settings.metrics_token:
         handlers.append(metrics_scrape)
     app = Litestar(

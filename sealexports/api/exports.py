@@ -4,23 +4,23 @@ thread, and formats: no SQL and no rules here."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import anyio
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
 from sealexports.api.files import file_response, representation
 from sealexports.api.params import AccountId, SiteId, site_of
 from sealexports.api.schemas import (
-    EXPORT_TYPE_NAMES,
     FORMAT_NAMES,
-    STATUS_NAMES,
     CreateOut,
     EstimateOut,
     ExportBody,
@@ -30,10 +30,10 @@ from sealexports.api.schemas import (
 )
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import TooLarge
-from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs import service
+from sealexports.jobs import idempotency, service, view
 from sealexports.services import Services
+from sealexports.storage import export_jobs
 from sealexports.storage.accounts import Account, Site
 from sealexports.storage.export_jobs import JobRecord, Status
 
@@ -68,33 +68,7 @@ def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
 
 def job_out(services: Services, job: JobRecord, request: Req) -> JobOut:
     """The job as the API shows it; its download_url is built for the request reading it."""
-    completed = job.status == Status.COMPLETED and job.download_token
-    expired = job.status == Status.EXPIRED
-    return JobOut(
-        id=job.id,
-        job_id=job.job_id,
-        site_id=job.site_id,
-        export_type=EXPORT_TYPE_NAMES[job.export_type],
-        format=FORMAT_NAMES[job.format],
-        date_from=job.date_from,
-        date_to=job.date_to,
-        filters=json.loads(job.filters),
-        status=STATUS_NAMES[job.status],
-        estimated_rows=job.estimated_rows,
-        actual_rows=job.actual_rows,
-        file_size_bytes=job.file_size_bytes,
-        file_size_human=None if job.file_size_bytes is None else engine.human_size(job.file_size_bytes),
-        progress_percent=job.progress_percent,
-        download_url=f"{_base(services, request)}/api/v1/exports/download/{job.download_token}"
-        if completed
-        else None,
-        # Kept once expired: when the link stopped working.
-        download_expires_at=job.download_expires_at if completed or expired else None,
-        error_message=job.error_message,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        created_at=job.created_at,
-    )
+    return JobOut(**view.job_object(job, proxy.base_url(services.settings, str(request.base_url))))
 
 
 def _summary(full: JobOut) -> JobSummary:
@@ -130,6 +104,40 @@ def _create_out(services: Services, started: service.Started, request: Req) -> C
     return CreateOut(job=out, estimate=estimate, message=message, warnings=started.warnings)
 
 
+def _once(
+    services: Services,
+    site: Site,
+    key: str,
+    data: ExportBody,
+    create: Callable[[], CreateOut],
+    request: Req,
+) -> Response[Any]:
+    """`create` once per Idempotency-Key (`jobs.idempotency`): a replay answers the first body
+    again, its job as it is now."""
+    settings = services.settings
+
+    def first() -> tuple[str, str]:
+        out = create()
+        return out.job.job_id, msgspec.json.encode(out).decode()
+
+    outcome = idempotency.run_once(
+        services.db.get(),
+        site.account.id,
+        key,
+        idempotency.fingerprint(site.site_id, msgspec.to_builtins(data)),
+        first,
+        wait_seconds=settings.query_timeout_seconds,
+        stale_seconds=2 * settings.query_timeout_seconds + 60,
+    )
+    body = json.loads(outcome.response)
+    if outcome.replayed:  # the same answer, its job as it is now
+        job = export_jobs.find_job(services.db.get(), outcome.job_id)
+        if job is not None:
+            body["job"] = msgspec.to_builtins(job_out(services, job, request))
+    headers = {"Idempotent-Replayed": "true" if outcome.replayed else "false"}
+    return Response(body, status_code=201, headers=headers)
+
+
 class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
@@ -149,15 +157,29 @@ class ExportsController(Controller):
         services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
-    ) -> CreateOut:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                description="Makes a retry safe: the same key and request within 24 hours get the "
+                "first answer again (the job as it is now) and start nothing; another request: 422.",
+            ),
+        ] = None,
+    ) -> Response[Any]:
         """Under the sync row limit the file is generated during the request (`completed`);
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
         deadline = request_deadline(services)
 
-        def work() -> CreateOut:
-            site = site_of(services, account, site_id, account_id)
+        def create(site: Site) -> CreateOut:
             started = service.start_export(services, site, _request(services, site, data), deadline)
             return _create_out(services, started, request)
+
+        def work() -> Response[Any]:
+            site = site_of(services, account, site_id, account_id)
+            if idempotency_key is None:
+                return Response(create(site), status_code=201)
+            return _once(services, site, idempotency_key, data, lambda: create(site), request)
 
         return await in_thread(work, deadline, request.receive)
 

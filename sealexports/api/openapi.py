@@ -54,7 +54,10 @@ CREATE = errors(
     {
         **_KEYED,
         **_BODY,
+        409: "Another request with this Idempotency-Key is still running: retry in a moment.",
         413: "The body is over 64 KiB, or the export over the plan's max rows per export.",
+        422: "Invalid body or parameters (type, dates, filters), or an Idempotency-Key used with another "
+        "request in the last 24 hours: error.detail lists each bad field.",
         429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
     }
 )
@@ -71,6 +74,9 @@ MANIFEST = errors(
     }
 )
 JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
+_WEBHOOKS = {**_KEYED, 403: "A key bound to one site: webhooks need an account-wide read key."}
+WEBHOOK = errors({**_WEBHOOKS, 404: "Unknown endpoint or delivery, or one of another account."})
+WEBHOOK_CREATE = errors({**_WEBHOOKS, **_BODY, 422: "A bad URL (not http(s), a private address) or event."})
 DOWNLOAD = {
     **errors(
         {

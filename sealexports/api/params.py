@@ -22,6 +22,11 @@ def site_slug(site_id: str | None, account_id: str | None) -> str:
     slug = site_id or account_id
     if not slug:
         raise InvalidRequest("site_id is required (as a query parameter)", field="site_id")
+    if site_id and account_id and site_id != account_id:
+        raise InvalidRequest(
+            f"site_id {site_id!r} and account_id {account_id!r} name different sites: give one",
+            field="account_id",
+        )
     return slug
 
 

@@ -165,6 +165,17 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
     sums per visit-field combination when the conditions and the key are among those fields;
     from the visits when every condition is on a visit field and the key is the visit's; else
     from the events."""
+    if req.conditions and dimension == "path" and all(c.field == "path" for c in req.conditions):
+        # pages under path conditions: the rollup's value is the landing page for entrances and
+        # the page for page views and conversions, as the condition means on each table.
+        cond, params = where_clause(req.conditions, {"path": "value"})
+        return (
+            "SELECT value AS k, SUM(entrances) AS e, SUM(engaged) AS g, SUM(page_views) AS pv, "
+            "SUM(microconversions) AS mc, SUM(conversions) AS c, SUM(revenue_cents) AS rev "
+            f"FROM day_metrics WHERE site_id = ? AND dimension = 'path' AND day BETWEEN ? AND ?{cond} "
+            "GROUP BY 1",
+            [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
+        )
     if req.conditions:
         key = keys["pageviews"]
         if key in ("day", *GROUP_FIELDS) and all(c.field in GROUP_FIELDS for c in req.conditions):

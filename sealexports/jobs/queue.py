@@ -7,6 +7,9 @@ export_jobs table is the truth and huey only rings a doorbell: a `run_export` ta
 worker claim the next pending job in the fair order (by account), whichever job that is. Every
 few seconds each process renews the leases of its running jobs, takes back jobs whose lease ran
 out (their process died), and rings a doorbell for pending jobs that have none.
+
+Processes that run workers also run the dispatcher: a thread that, every second, sends the
+webhook deliveries that are due (claimed under a lease, like jobs).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from sealexports.storage import export_jobs
 from sealexports.storage.database import connect, make_private_file
 from sealexports.storage.deadline import Deadline
 from sealexports.tokens import DownloadTokens
+from sealexports.webhooks import outbox
 
 log = logging.getLogger(__name__)
+DISPATCH_SECONDS = 1.0  # how often the dispatcher looks for due webhook deliveries
 
 
 class EmbeddedConsumer(Consumer):  # type: ignore[misc]
@@ -54,6 +59,7 @@ class JobQueue:
         self.huey.periodic_task(crontab(minute="*"), name="expire_exports")(self.expire)
         self._consumer: EmbeddedConsumer | None = None
         self._keeper: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
 
     def enqueue(self, job_id: str) -> None:
         """Ring the doorbell for a new pending job (the id only shows in huey's logs)."""
@@ -114,6 +120,27 @@ class JobQueue:
             except Exception:  # a busy or failing disk: try again at the next round
                 log.exception("lease check failed")
 
+    def dispatch(self) -> int:
+        """Send the webhook deliveries that are due, one at a time until none is (or the process
+        stops); how many attempts were made."""
+        conn = connect(self.settings.database, migrate=False)
+        try:
+            sent = 0
+            while not self._halt.is_set() and outbox.deliver_due(
+                conn, self.settings, self.lease.owner, limit=1
+            ):
+                sent += 1
+            return sent
+        finally:
+            conn.close()
+
+    def _dispatch(self) -> None:
+        while not self._halt.wait(DISPATCH_SECONDS):
+            try:
+                self.dispatch()
+            except Exception:  # a busy or failing disk: try again at the next round
+                log.exception("webhook dispatch failed")
+
     def start(self, *, workers: bool = True) -> None:
         """Take back lapsed jobs, start the lease keeper, then (with `workers`) the worker
         threads and the periodic scheduler. Without workers, the process still keeps the leases
@@ -138,6 +165,10 @@ class JobQueue:
                 check_worker_health=False,
             )
             self._consumer.start()
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="sealexports-dispatch", daemon=True
+            )
+            self._dispatcher.start()
 
     def stop(self) -> None:
         """Running exports stop at their next chunk and go back to pending; then the threads
@@ -147,9 +178,10 @@ class JobQueue:
             self._consumer.stop(graceful=True)
             self._consumer = None
         self._halt.set()
-        if self._keeper is not None:
-            self._keeper.join()
-            self._keeper = None
+        for thread in (self._keeper, self._dispatcher):
+            if thread is not None:
+                thread.join()
+        self._keeper = self._dispatcher = None
         try:
             self.check()
         except Exception as e:  # the database is gone or failing: the next start will see to it

@@ -332,3 +332,10 @@ def _check_timezone(tz: str) -> None:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidRequest(f"unknown time zone {tz!r}", field="timezone") from None
+
+
+def get_account(conn: sqlite3.Connection, name: str) -> Account:
+    row = conn.execute("SELECT id, name, plan FROM accounts WHERE name = ?", [name]).fetchone()
+    if row is None:
+        raise NotFound(f"account {name!r} not found")
+    return Account(*row)

@@ -387,3 +387,85 @@ def m010_manifests_and_idempotency(db: sqlite_utils.Database) -> None:
         CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)
         """,
     )
+
+
+# The job row as it was when it finished, for the webhook body (the job may be deleted or expire
+# before the delivery goes out). Names as in storage.export_jobs.JobRecord.
+_JOB_SNAPSHOT = "json_object(" + ", ".join(
+    f"'{c}', NEW.{c}"
+    for c in (
+        "id", "job_id", "account_id", "site_id", "export_type", "format", "date_from", "date_to",
+        "filters", "status", "estimated_rows", "actual_rows", "file_size_bytes", "progress_percent",
+        "file_name", "sha256", "download_token", "error_message", "attempts", "download_expires_at",
+        "started_at", "completed_at", "created_at", "latest_event_at",
+    )
+) + ")"  # fmt: skip
+
+
+@migrations()
+def m011_webhooks(db: sqlite_utils.Database) -> None:
+    """Webhook endpoints per account, and their outbox: a trigger writes one delivery per
+    subscribed endpoint in the very transaction that moves a job to completed or failed, so an
+    event is never lost nor doubled by a crash. Every attempt is kept."""
+    _run(
+        db,
+        """
+        CREATE TABLE webhook_endpoints (
+            id INTEGER PRIMARY KEY,
+            endpoint_id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            url TEXT NOT NULL,
+            events TEXT NOT NULL,  -- comma-separated event types
+            secret TEXT NOT NULL,
+            previous_secret TEXT,  -- still signs until previous_secret_until (POSIX seconds)
+            previous_secret_until REAL,
+            disabled_at TEXT,
+            disabled_reason TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account_id);
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY,
+            delivery_id TEXT NOT NULL UNIQUE,
+            endpoint_id INTEGER NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+            event_type TEXT NOT NULL,
+            job_id TEXT,
+            job TEXT,  -- JSON: the job row when the event happened
+            body TEXT,  -- the exact bytes sent, fixed at the first attempt
+            created_at TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,  -- POSIX seconds
+            lease_owner TEXT,
+            lease_expires_at REAL,
+            last_status_code INTEGER,
+            last_error TEXT
+        );
+        CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+        CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
+        CREATE TABLE webhook_attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            duration_ms REAL NOT NULL
+        );
+        CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id)
+        """,
+    )
+    db.execute(  # one statement: its body's semicolons are not statement ends
+        f"""
+        CREATE TRIGGER export_jobs_finished AFTER UPDATE OF status ON export_jobs
+        WHEN NEW.status IN ('completed', 'failed') AND OLD.status <> NEW.status
+        BEGIN
+            INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_type, job_id, job, created_at)
+            SELECT 'whd_' || lower(hex(randomblob(12))), e.id, 'export.' || NEW.status, NEW.job_id,
+                   {_JOB_SNAPSHOT}, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+            FROM webhook_endpoints e
+            WHERE e.account_id = NEW.account_id AND e.disabled_at IS NULL
+              AND instr(',' || e.events || ',', ',export.' || NEW.status || ',') > 0;
+        END
+        """
+    )

@@ -223,6 +223,8 @@ def insert_visits(
                     (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
                 )  # fmt: skip
+            # Counted per visit and day, then once into each dimension (not once per event).
+            by_day: Counter[tuple[str, int]] = Counter()  # (day, metric) -> count
             for i, pv in enumerate(visit.pages):
                 ts, day = _stamp(pv.ts, tz)
                 rows_p.append(
@@ -233,9 +235,8 @@ def insert_visits(
                 if day != visit_day:
                     visit_days[(day, vid)] += 1
                 keys.add(("path", day, pv.path))
-                _count_visit(metrics, values, day, _PAGE_VIEWS, 1)
+                by_day[(day, _PAGE_VIEWS)] += 1
                 _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
-                _count_group(groups, day, group, _PAGE_VIEWS, 1)
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 keys.add(("path", day, c.path))
@@ -252,12 +253,14 @@ def insert_visits(
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
-                _count_visit(metrics, values, day, _MICRO, 1)
-                _count_group(groups, day, group, _MICRO, 1)
+                by_day[(day, _MICRO)] += 1
                 rows_m.append(
                     (site.site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
                 )  # fmt: skip
+            for (day, metric), n in by_day.items():
+                _count_visit(metrics, values, day, metric, n)
+                _count_group(groups, day, group, metric, n)
         conn.executemany(_INSERT_VISIT, rows_v)
         conn.executemany(_ADD_PAGE_VIEWS, added)
         conn.executemany(_INSERT_PAGEVIEW, rows_p)

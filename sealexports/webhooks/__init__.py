@@ -1,0 +1,1 @@
+"""Webhooks: endpoints per account, signed deliveries of export events, retried from the outbox."""
