@@ -25,8 +25,7 @@ from click.testing import CliRunner
 from sealexports.cli import cli
 from sealexports.config import Settings
 from sealexports.jobs.lifecycle import Status, transition
-from sealexports.storage import accounts
-from sealexports.storage import jobs as jobs_store
+from sealexports.storage import accounts, export_jobs
 from sealexports.storage import webhooks as store
 from sealexports.storage.database import connect
 from sealexports.webhooks import endpoints, outbox
@@ -54,7 +53,7 @@ def finish_job(db: Path, account_id: int, status: Status = Status.COMPLETED) -> 
     """A job taken through the state machine to `status`, as the runner does."""
     conn = connect(db)
     job_id = str(uuid.uuid4())
-    jobs_store.insert_job(conn, {
+    export_jobs.insert_job(conn, {
         "job_id": job_id, "account_id": account_id, "site_id": "shop", "export_type": "sources",
         "format": "csv", "date_from": "2025-01-01", "date_to": "2025-01-31", "filters": '{"country":"ES"}',
         "status": "pending", "estimated_rows": 12, "created_at": "2025-02-01T10:00:00Z",
