@@ -61,6 +61,7 @@ def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
         data.date_to,
         data.filters,
         formula_guard=services.settings.csv_formula_guard,
+        compression=data.compression,
     )
 
 
@@ -289,6 +290,7 @@ class ExportsController(Controller):
                     job_id=full.job_id,
                     export_type=full.export_type,
                     format=full.format,
+                    compression=full.compression,
                     status=full.status,
                     actual_rows=full.actual_rows,
                     file_size_human=full.file_size_human,

@@ -12,6 +12,7 @@ ExportTypeName = Literal[
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
 FormatName = Literal["csv", "json", "ndjson"]
+CompressionName = Literal["none", "gzip", "zstd"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 Date = Annotated[
     str, Meta(description="A date as YYYY-MM-DD, in the site's time zone.", examples=["2025-01-01"])
@@ -34,6 +35,13 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
         FormatName,
         Meta(description="csv (default), json (one array) or ndjson (one object a line)."),
     ] = "csv"
+    compression: Annotated[
+        CompressionName,
+        Meta(
+            description="none (default), gzip (.gz) or zstd (.zst): the file is compressed as it is "
+            "written, and served as application/gzip or application/zstd. csv, json and ndjson only."
+        ),
+    ] = "none"
     filters: Annotated[
         dict[str, FilterValue] | None,
         Meta(
@@ -67,6 +75,7 @@ class JobOut(msgspec.Struct):
     site_id: Annotated[str, Meta(description="The site the data comes from.")]
     export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
     format: Annotated[FormatName, Meta(description="File format.")]
+    compression: Annotated[CompressionName, Meta(description="none, gzip or zstd.")]
     date_from: Annotated[str, Meta(description="First day of the range.")]
     date_to: Annotated[str, Meta(description="Last day of the range.")]
     filters: Annotated[dict[str, Any], Meta(description="The filters as given.")]
@@ -98,6 +107,7 @@ class JobSummary(msgspec.Struct):
     job_id: Annotated[str, Meta(description="The job's UUID.")]
     export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
     format: Annotated[FormatName, Meta(description="File format.")]
+    compression: Annotated[CompressionName, Meta(description="none, gzip or zstd.")]
     status: Annotated[StatusName, Meta(description="The job's status.")]
     actual_rows: Annotated[int | None, Meta(description="Rows in the file, once completed.")]
     file_size_human: Annotated[str | None, Meta(description="File size for people.")]

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import formats, raw, split
+from sealexports.exports import compression, formats, raw, split
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import chunks_for, ndjson_from_json
@@ -114,7 +114,7 @@ def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, Non
 
 def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
     """(bytes, rows in them): the file's bytes, in its format, compressed as asked."""
-    return _plain(conn, req)
+    return compression.compressed(req.compression, _plain(conn, req))
 
 
 def _plain(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:

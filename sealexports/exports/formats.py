@@ -43,7 +43,14 @@ FORMATS: dict[str, Format] = {
     )
 }
 
-COMPRESSIONS: dict[str, Compression] = {c.name: c for c in (Compression("none", "", "", 1.0),)}
+COMPRESSIONS: dict[str, Compression] = {
+    c.name: c
+    for c in (
+        Compression("none", "", "", 1.0),
+        Compression("gzip", ".gz", "application/gzip", 0.2),
+        Compression("zstd", ".zst", "application/zstd", 0.18),
+    )
+}
 
 # What `-o x.csv.gz` means: the last suffix names a compression, the one before it a format.
 _BY_SUFFIX = {c.suffix: c.name for c in COMPRESSIONS.values() if c.suffix}
@@ -113,6 +120,9 @@ def check_rows(fmt: str, rows: int) -> None:
 
 
 def recommended(fmt: str, rows: int) -> str:
-    """The format we suggest: the one asked for if it can hold the rows, else csv."""
+    """The format we suggest: among the text formats the smallest file (csv); a typed format
+    (xlsx, parquet) as asked, if its file can hold the rows, else csv."""
     limit = FORMATS[fmt].max_rows
-    return "csv" if limit and rows > limit else fmt
+    if FORMATS[fmt].compressible or (limit and rows > limit):
+        return "csv"
+    return fmt

@@ -107,6 +107,7 @@ def create_job(
             "site_id": site.site_id,
             "export_type": req.type.name,
             "format": req.format,
+            "compression": req.compression,
             "date_from": req.date_from.isoformat(),
             "date_to": req.date_to.isoformat(),
             "filters": json.dumps(req.filters, separators=(",", ":")),

@@ -397,6 +397,23 @@ _JOB_SNAPSHOT = "json_object(" + ", ".join(
 ) + ")"  # fmt: skip
 
 
+def _finished_trigger(snapshot: str) -> str:
+    """The trigger that queues webhook deliveries when a job finishes (one statement: its body's
+    semicolons are not statement ends), with the job row as `snapshot` makes it."""
+    return f"""
+        CREATE TRIGGER export_jobs_finished AFTER UPDATE OF status ON export_jobs
+        WHEN NEW.status IN ('completed', 'failed') AND OLD.status <> NEW.status
+        BEGIN
+            INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_type, job_id, job, created_at)
+            SELECT 'whd_' || lower(hex(randomblob(12))), e.id, 'export.' || NEW.status, NEW.job_id,
+                   {snapshot}, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+            FROM webhook_endpoints e
+            WHERE e.account_id = NEW.account_id AND e.disabled_at IS NULL
+              AND instr(',' || e.events || ',', ',export.' || NEW.status || ',') > 0;
+        END
+        """
+
+
 @migrations()
 def m011_webhooks(db: sqlite_utils.Database) -> None:
     """Webhook endpoints per account, and their outbox: a trigger writes one delivery per
@@ -450,17 +467,13 @@ def m011_webhooks(db: sqlite_utils.Database) -> None:
         CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id)
         """,
     )
-    db.execute(  # one statement: its body's semicolons are not statement ends
-        f"""
-        CREATE TRIGGER export_jobs_finished AFTER UPDATE OF status ON export_jobs
-        WHEN NEW.status IN ('completed', 'failed') AND OLD.status <> NEW.status
-        BEGIN
-            INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_type, job_id, job, created_at)
-            SELECT 'whd_' || lower(hex(randomblob(12))), e.id, 'export.' || NEW.status, NEW.job_id,
-                   {_JOB_SNAPSHOT}, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
-            FROM webhook_endpoints e
-            WHERE e.account_id = NEW.account_id AND e.disabled_at IS NULL
-              AND instr(',' || e.events || ',', ',export.' || NEW.status || ',') > 0;
-        END
-        """
-    )
+    db.execute(_finished_trigger(_JOB_SNAPSHOT))
+
+
+@migrations()
+def m012_job_compression(db: sqlite_utils.Database) -> None:
+    """How a job's file is compressed: none, gzip or zstd (csv, json and ndjson only)."""
+    db.execute("ALTER TABLE export_jobs ADD COLUMN compression TEXT NOT NULL DEFAULT 'none'")
+    # Webhook bodies show it too: the trigger's snapshot of the job row gets the column.
+    db.execute("DROP TRIGGER export_jobs_finished")
+    db.execute(_finished_trigger(_JOB_SNAPSHOT[:-1] + ", 'compression', NEW.compression)"))
