@@ -136,7 +136,10 @@ def create_app(
 
 
 # What a page on another origin may send, and read back, beyond the CORS-safelisted ones.
-CORS_REQUEST_HEADERS = ["X-API-Key", "Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"]
+CORS_REQUEST_HEADERS = [
+    "X-API-Key", "Authorization", "Content-Type", "Content-Encoding", "X-Request-ID", "Idempotency-Key",
+    "Range", "If-Range", "If-None-Match", "If-Match",
+]  # fmt: skip
 CORS_EXPOSED_HEADERS = [
     "Content-Disposition",
     "X-Request-ID",
@@ -145,6 +148,12 @@ CORS_EXPOSED_HEADERS = [
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
     "X-RateLimit-Policy",
+    "Idempotent-Replayed",
+    "ETag",
+    "Repr-Digest",
+    "Digest",
+    "Content-Range",
+    "Accept-Ranges",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Annotated, Any
 
 import anyio
@@ -152,7 +152,7 @@ class ExportsController(Controller):
         deadline = request_deadline(services)
         base = str(request.base_url)
 
-        def work() -> CreateOut:
+        def work(made: Callable[[str], None] | None = None) -> CreateOut:
             conn = services.db.get()
             max_rows = services.settings.plans[site.account.plan].max_rows
             est = engine.estimate_within(
@@ -162,6 +162,8 @@ class ExportsController(Controller):
             # A small export is created claimed by this process, so no worker takes it meanwhile.
             lease = None if est.will_use_background_job else services.queue.lease
             job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
+            if made is not None:
+                made(job.job_id)
             poll = services.job_url(job.job_id, site.site_id, proxy.base_url(services.settings, base))
             if lease is None:
                 services.queue.enqueue(job.job_id)
@@ -203,8 +205,8 @@ class ExportsController(Controller):
         settings = services.settings
 
         def once() -> Response[Any]:
-            def create() -> tuple[str, str]:
-                out = work()
+            def create(made: Callable[[str], None]) -> tuple[str, str]:
+                out = work(made)
                 return out.job.job_id, msgspec.json.encode(out).decode()
 
             outcome = idempotency.run_once(
@@ -216,11 +218,23 @@ class ExportsController(Controller):
                 wait_seconds=settings.query_timeout_seconds,
                 stale_seconds=2 * settings.query_timeout_seconds + 60,
             )
-            body = json.loads(outcome.response)
-            if outcome.replayed:  # the same answer, its job as it is now
-                job = store.find_job(services.db.get(), outcome.job_id)
-                if job is not None:
-                    body["job"] = msgspec.to_builtins(job_out(services, job, request))
+            job = store.find_job(services.db.get(), outcome.job_id) if outcome.replayed else None
+            if outcome.response is None:  # its first request died after making the job: that job
+                conn = services.db.get()
+                job = store.get_job(conn, outcome.job_id)
+                est = engine.estimate(conn, req, settings.sync_row_limit)
+                poll = services.job_url(job.job_id, site.site_id, proxy.base_url(settings, base))
+                body = msgspec.to_builtins(
+                    CreateOut(
+                        job=job_out(services, job, request),
+                        estimate=_estimate_out(est, []),
+                        message=f"Export job created. Poll GET {poll} until it completes.",
+                    )
+                )
+            else:
+                body = json.loads(outcome.response)
+            if job is not None:  # the same answer, its job as it is now
+                body["job"] = msgspec.to_builtins(job_out(services, job, request))
             headers = {"Idempotent-Replayed": "true" if outcome.replayed else "false"}
             return Response(body, status_code=201, headers=headers)
 
