@@ -25,6 +25,7 @@ from sealexports.api.events import EventsController
 from sealexports.api.exports import ExportsController, require_json
 from sealexports.api.limits import rate_limits
 from sealexports.api.metrics import scrape as metrics_scrape
+from sealexports.api.schedules import SchedulesController
 from sealexports.api.schemas import HealthOut
 from sealexports.api.services import Services
 from sealexports.api.sites import SitesController
@@ -96,6 +97,7 @@ def create_app(
         ExportsController,
         EventsController,
         SitesController,
+        SchedulesController,
         WebhooksController,
         healthz,
         *ui_routers(),

@@ -477,3 +477,45 @@ def m012_job_compression(db: sqlite_utils.Database) -> None:
     # Webhook bodies show it too: the trigger's snapshot of the job row gets the column.
     db.execute("DROP TRIGGER export_jobs_finished")
     db.execute(_finished_trigger(_JOB_SNAPSHOT[:-1] + ", 'compression', NEW.compression)"))
+
+
+@migrations()
+def m013_schedules(db: sqlite_utils.Database) -> None:
+    """Recurring exports: a schedule per site (request, relative range, cadence in the site's
+    time zone, `next_run_at` in POSIX seconds), and its runs: the job each made, and whether its
+    file was copied to the schedule's `deliver_to_dir`."""
+    _run(
+        db,
+        """
+        CREATE TABLE export_schedules (
+            id INTEGER PRIMARY KEY,
+            schedule_id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            site_id TEXT NOT NULL REFERENCES sites(site_id),
+            export_type TEXT NOT NULL,
+            format TEXT NOT NULL,
+            filters TEXT NOT NULL,  -- JSON
+            range TEXT NOT NULL,
+            every TEXT NOT NULL,
+            at TEXT NOT NULL,  -- HH:MM, the site's local time
+            day INTEGER,  -- weekly: 0 (Monday) .. 6, monthly: 1 .. 31
+            deliver_to_dir TEXT,
+            next_run_at REAL NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX export_schedules_due ON export_schedules (next_run_at);
+        CREATE TABLE schedule_runs (
+            id INTEGER PRIMARY KEY,
+            schedule_id INTEGER NOT NULL REFERENCES export_schedules(id) ON DELETE CASCADE,
+            slot REAL,  -- the run it stands for (POSIX seconds), NULL: run-now
+            started_at REAL NOT NULL,
+            job_id TEXT,
+            error TEXT,
+            copied_at TEXT,
+            copy_owner TEXT,
+            copy_until REAL
+        );
+        CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, id);
+        CREATE INDEX schedule_runs_open ON schedule_runs (copied_at, job_id)
+        """,
+    )
