@@ -4,6 +4,7 @@ several processes; deliver_to_dir; the CLI and the API."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -168,8 +169,9 @@ def test_deliver_to_dir_copies_the_file_and_its_manifest(db: Path, tmp_path: Pat
     out.mkdir()
     s = settings(db, tmp_path)
     s.exports_dir.mkdir()
-    schedule = runs.add(conn, site, export_type="countries", fmt="json", range_name="last_30_days",
-                        every="weekly", day="fri", at="08:00", deliver_to_dir=str(out))  # fmt: skip
+    schedule = runs.add(conn, site, export_type="countries", fmt="json", compression="gzip",
+                        range_name="last_30_days", every="weekly", day="fri", at="08:00",
+                        deliver_to_dir=str(out))  # fmt: skip
     run = runs.run_now(conn, s, schedule)
     assert run.job_id is not None
     assert runs.deliver_files(conn, s, "me") == 0  # not completed yet
@@ -179,10 +181,11 @@ def test_deliver_to_dir_copies_the_file_and_its_manifest(db: Path, tmp_path: Pat
     assert runs.deliver_files(conn, s, "me") == 1
     assert runs.deliver_files(conn, s, "me") == 0  # once
     files = sorted(p.name for p in out.iterdir())
-    name = f"sealmetrics_countries_{job.date_from.replace('-', '')}_{job.date_to.replace('-', '')}.json"
+    name = f"sealmetrics_countries_{job.date_from.replace('-', '')}_{job.date_to.replace('-', '')}.json.gz"
     assert files == [name, f"{name}.manifest.json"]
     data = (out / name).read_bytes()
     assert data == (s.exports_dir / (job.file_name or "")).read_bytes()
+    assert isinstance(json.loads(gzip.decompress(data)), list)
     meta = json.loads((out / f"{name}.manifest.json").read_text())
     assert hashlib.sha256(data).hexdigest() in json.dumps(meta) and str(len(data)) in json.dumps(meta)
     conn.close()
@@ -194,7 +197,8 @@ def invoke(db: Path, *args: str) -> Any:
 
 def test_cli_add_prints_only_the_id_and_manages_schedules(db: Path, tmp_path: Path) -> None:
     r = invoke(db, "schedules", "add", "--site", "demo", "--type", "sources", "--range", "last_7_days",
-               "--every", "daily", "--at", "06:00", "--filter", "country=ES", "--format", "json")  # fmt: skip
+               "--every", "daily", "--at", "06:00", "--filter", "country=ES", "--format", "json",
+               "--compress", "zstd")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert re.fullmatch(r"sch_[0-9a-f]{12}\n", r.stdout)
     schedule_id = r.stdout.strip()
@@ -204,7 +208,12 @@ def test_cli_add_prints_only_the_id_and_manages_schedules(db: Path, tmp_path: Pa
     assert job.exit_code == 0 and re.fullmatch(r"[0-9a-f-]{36}\n", job.stdout)
     conn = connect(db)
     made = job_store.get_job(conn, job.stdout.strip())
-    assert (made.export_type, made.format, made.status) == ("sources", "json", "pending")
+    assert (made.export_type, made.format, made.compression, made.status) == (
+        "sources",
+        "json",
+        "zstd",
+        "pending",
+    )
     assert json.loads(made.filters) == {"country": "ES"}
     assert invoke(db, "schedules", "remove", schedule_id).exit_code == 0
     assert store.list_schedules(conn) == []
@@ -235,7 +244,7 @@ def test_api_manages_a_sites_schedules(make: ApiFactory, small: Template, tmp_pa
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["next_run_local"].endswith(("07:00:00+01:00", "07:00:00+02:00"))
-    assert created["next_run_local"][8:10] == "01"
+    assert created["next_run_local"][8:10] == "01" and created["compression"] == "none"
     assert api.client.get(url, params=params, headers=api.headers).json()["schedules"] == [created]
     refused = {**body, "deliver_to_dir": str(tmp_path)}
     assert_error(api.client.post(url, params=params, json=refused, headers=api.headers), 422, "operator")

@@ -32,6 +32,7 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True):
     at: Annotated[str, Meta(description="HH:MM in the site's time zone.")]
     day: Annotated[str | int | None, Meta(description="weekly: mon..sun; monthly: 1..31.")] = None
     format: str = "csv"
+    compression: Annotated[str | None, Meta(description="none (default), gzip or zstd.")] = None
     filters: dict[str, Any] | None = None
     deliver_to_dir: Annotated[str | None, Meta(description="A folder on the server to copy files to.")] = None
 
@@ -41,6 +42,7 @@ class ScheduleOut(msgspec.Struct):
     site_id: str
     export_type: str
     format: str
+    compression: str
     filters: dict[str, Any]
     range: str
     every: str
@@ -66,7 +68,8 @@ def _out(services: Services, site: Site, s: store.Schedule) -> ScheduleOut:
     at = datetime.fromtimestamp(s.next_run_at, UTC)
     last = store.runs_of(services.db.get(), s, limit=1)
     return ScheduleOut(
-        s.schedule_id, s.site_id, s.export_type, s.format, json.loads(s.filters), s.range, s.every, s.at,
+        s.schedule_id, s.site_id, s.export_type, s.format, s.compression, json.loads(s.filters), s.range,
+        s.every, s.at,
         s.day, s.deliver_to_dir, at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         at.astimezone(ZoneInfo(site.timezone)).isoformat(), last[0].job_id if last else None, s.created_at,
     )  # fmt: skip
@@ -106,7 +109,8 @@ class SchedulesController(Controller):
                 field="deliver_to_dir",
             )
         schedule = runs.add(
-            conn, site, export_type=data.export_type, fmt=data.format, filters=data.filters,
+            conn, site, export_type=data.export_type, fmt=data.format, compression=data.compression,
+            filters=data.filters,
             range_name=data.range, every=data.every, at=data.at, day=data.day,
             deliver_to_dir=data.deliver_to_dir,
         )  # fmt: skip

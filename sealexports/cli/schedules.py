@@ -9,7 +9,7 @@ import click
 
 from sealexports.cli import Group, State, cli, pass_state, print_table
 from sealexports.cli.data import _parse_filters
-from sealexports.exports.formats import FORMATS
+from sealexports.exports.formats import COMPRESSIONS, FORMATS
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.schedules import cadence, ranges, runs
 from sealexports.storage import accounts
@@ -36,6 +36,7 @@ def schedules() -> None:
 @click.option("--at", "at", required=True, metavar="HH:MM", help="Local time (the site's time zone).")
 @click.option("--day", help="weekly: mon..sun; monthly: 1..31 (past a month's end: its last day).")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="csv", show_default=True)
+@click.option("--compress", type=click.Choice(list(COMPRESSIONS)), help="none (default), gzip or zstd.")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="A filter; repeat a key for a list (any of the values).")  # fmt: skip
 @click.option("--advanced", metavar="EXPR", help="advanced_filters, e.g. path:contains:/blog/")
@@ -43,7 +44,8 @@ def schedules() -> None:
 @pass_state
 def schedules_add(
     state: State, site: str, export_type: str, range_name: str, every: str, at: str, day: str | None,
-    fmt: str, filters: tuple[str, ...], advanced: str | None, deliver_to_dir: str | None,
+    fmt: str, compress: str | None, filters: tuple[str, ...], advanced: str | None,
+    deliver_to_dir: str | None,
 ) -> None:  # fmt: skip
     """Add a schedule and print its id (only the id, on stdout).
 
@@ -54,7 +56,8 @@ def schedules_add(
     """
     target = accounts.get_site(state.conn, site)
     schedule = runs.add(
-        state.conn, target, export_type=export_type, fmt=fmt, filters=_parse_filters(filters, advanced),
+        state.conn, target, export_type=export_type, fmt=fmt, compression=compress,
+        filters=_parse_filters(filters, advanced),
         range_name=range_name, every=every, at=at, day=day, deliver_to_dir=deliver_to_dir,
     )  # fmt: skip
     click.echo(schedule.schedule_id)
@@ -75,7 +78,9 @@ def schedules_list(state: State) -> None:
         last = store.runs_of(state.conn, s, limit=1)
         next_local = datetime.fromtimestamp(s.next_run_at, UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
         rows.append((
-            s.schedule_id, s.site_id, s.export_type, s.format, s.range, runs.cadence_of(s).describe(),
+            s.schedule_id, s.site_id, s.export_type,
+            s.format + ("" if s.compression == "none" else f"+{s.compression}"), s.range,
+            runs.cadence_of(s).describe(),
             next_local, (last[0].job_id or f"error: {last[0].error}") if last else "-",
             s.deliver_to_dir or "-",
         ))  # fmt: skip

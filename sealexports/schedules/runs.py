@@ -22,6 +22,7 @@ from sealexports.errors import InvalidRequest, SealExportsError
 from sealexports.exports import engine, manifest
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import lifecycle
+from sealexports.jobs.runner import request_for
 from sealexports.schedules import cadence as cadences
 from sealexports.schedules import ranges
 from sealexports.storage import jobs as job_store
@@ -40,6 +41,7 @@ def add(
     *,
     export_type: str,
     fmt: str = "csv",
+    compression: str | None = None,
     filters: dict[str, Any] | None = None,
     range_name: str,
     every: str,
@@ -52,9 +54,10 @@ def add(
     ranges.check(range_name)
     cadence = cadences.parse(every, at, day)
     today = datetime.now(ZoneInfo(site.timezone)).date()
-    build_request(
-        site.site_id, export_type, fmt, today.isoformat(), today.isoformat(), filters or {}
-    )  # same checks as an export
+    day_text = today.isoformat()
+    req = build_request(  # the same checks as an export's
+        site.site_id, export_type, fmt, day_text, day_text, filters or {}, compression=compression
+    )
     folder = None
     if deliver_to_dir is not None:
         path = Path(deliver_to_dir)
@@ -68,7 +71,8 @@ def add(
     now = time.time() if now is None else now
     first = cadence.next_run(datetime.fromtimestamp(now, UTC), ZoneInfo(site.timezone))
     return store.add_schedule(conn, {
-        "account_id": site.account.id, "site_id": site.site_id, "export_type": export_type, "format": fmt,
+        "account_id": site.account.id, "site_id": site.site_id, "export_type": export_type,
+        "format": req.format, "compression": req.compression,
         "filters": json.dumps(filters or {}, separators=(",", ":")), "range": range_name,
         "every": cadence.every, "at": cadence.at, "day": cadence.day, "deliver_to_dir": folder,
         "next_run_at": first.timestamp(),
@@ -87,8 +91,7 @@ def request_of(
     first, last = ranges.dates(schedule.range, today)
     return build_request(
         schedule.site_id, schedule.export_type, schedule.format, first.isoformat(), last.isoformat(),
-        json.loads(schedule.filters),
-        formula_guard=formula_guard,
+        json.loads(schedule.filters), formula_guard=formula_guard, compression=schedule.compression,
     )  # fmt: skip
 
 
@@ -148,8 +151,7 @@ def deliver_files(conn: sqlite3.Connection, settings: Settings, owner: str, now:
             continue
         job = job_store.get_job(conn, run.job_id or "")
         site = get_site(conn, schedule.site_id)
-        req = build_request(job.site_id, job.export_type, job.format, job.date_from, job.date_to,
-                            json.loads(job.filters))  # fmt: skip
+        req = request_for(job)
         folder = Path(schedule.deliver_to_dir or "")
         try:
             _copy(settings.exports_dir / (job.file_name or ""), folder / req.file_name)

@@ -30,6 +30,7 @@ class Schedule:
     deliver_to_dir: str | None
     next_run_at: float
     created_at: str
+    compression: str = "none"
 
 
 @dataclass(frozen=True)

@@ -519,3 +519,9 @@ def m013_schedules(db: sqlite_utils.Database) -> None:
         CREATE INDEX schedule_runs_open ON schedule_runs (copied_at, job_id)
         """,
     )
+
+
+@migrations()
+def m014_schedule_compression(db: sqlite_utils.Database) -> None:
+    """A schedule's runs are compressed as it says: none, gzip or zstd."""
+    db.execute("ALTER TABLE export_schedules ADD COLUMN compression TEXT NOT NULL DEFAULT 'none'")
