@@ -18,7 +18,15 @@ from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
 from sealexports.api.files import file_response, representation
-from sealexports.api.schemas import CreateOut, EstimateOut, ExportBody, JobOut, JobSummary, ListOut
+from sealexports.api.schemas import (
+    CreateOut,
+    EstimateOut,
+    ExportBody,
+    JobOut,
+    JobSummary,
+    ListOut,
+    ManifestOut,
+)
 from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
@@ -343,13 +351,13 @@ class ExportsController(Controller):
         services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
-    ) -> dict[str, Any]:
+    ) -> ManifestOut:
         """What was asked (type, dates, filters, format), the site's time zone, the columns and
         their types, and the file's rows, bytes and SHA-256, when it was generated and how fresh
         its data was. 409 until the job has completed."""
         site = _site(services, account, site_id, account_id)
         job = await _current(services, _job(services, site, job_id))
-        return manifest.of_job(request_for(job), site.timezone, job)
+        return msgspec.convert(manifest.of_job(request_for(job), site.timezone, job), ManifestOut)
 
     @delete(
         "/{job_id:str}",

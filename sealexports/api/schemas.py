@@ -153,3 +153,49 @@ class EventsOut(msgspec.Struct):
     ]
     visits_created: Annotated[int, Meta(description="New visits; events may also continue stored visits.")]
     errors: Annotated[list[RejectedEventOut], Meta(description="Each refused event, by index.")]
+
+
+class ManifestRequest(msgspec.Struct):
+    site_id: str
+    export_type: str
+    date_from: Annotated[str, Meta(description="YYYY-MM-DD, the site's day.")]
+    date_to: str
+    filters: dict[str, Any]
+    format: str
+    compression: str
+
+
+class ManifestFile(msgspec.Struct):
+    name: str
+    media_type: str
+    size_bytes: int
+    sha256: Annotated[str, Meta(description="Hex SHA-256 of the file's bytes (as served).")]
+    rows: Annotated[int, Meta(description="Data rows (a CSV's header not counted).")]
+
+
+class ManifestColumn(msgspec.Struct, omit_defaults=True):
+    name: str
+    type: Annotated[
+        str,
+        Meta(description="string, integer, decimal (scale), json, date, timestamp (UTC)."),
+    ]
+    scale: int | None = None
+
+
+class ManifestFreshness(msgspec.Struct):
+    latest_event_at: Annotated[
+        str | None,
+        Meta(description="UTC time of the site's newest event on its days, at generation."),
+    ]
+    scope: str
+
+
+class ManifestOut(msgspec.Struct):
+    manifest_version: int
+    job_id: str | None
+    request: ManifestRequest
+    timezone: Annotated[str, Meta(description="The site's IANA time zone: its days are the dates.")]
+    file: ManifestFile
+    columns: list[ManifestColumn]
+    generated_at: str
+    freshness: ManifestFreshness
