@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ from sealexports.storage import jobs as job_store
 from sealexports.storage import schedules as store
 from sealexports.storage.database import connect
 from sealexports.tokens import DownloadTokens
+from sealexports.webhooks import endpoints
 from tests.apps import ApiFactory, Template
 from tests.checks import assert_cli_error, assert_error
+from tests.receiver import receiving
 
 MADRID = ZoneInfo("Europe/Madrid")
 
@@ -259,3 +262,38 @@ def test_api_manages_a_sites_schedules(make: ApiFactory, small: Template, tmp_pa
     assert job["status"] == "completed" and job["export_type"] == "pages"
     assert api.client.delete(f"{url}/{created['id']}", params=params, headers=api.headers).status_code == 204
     assert api.client.get(url, params=params, headers=api.headers).json() == {"schedules": []}
+
+
+def test_a_schedule_missed_while_down_runs_once_at_start_with_its_webhook_and_folder(
+    make: ApiFactory, small: Template, tmp_path: Path
+) -> None:
+    """End to end in the app: the dispatcher starts the overdue run once, a worker generates it,
+    the webhook goes out and the file lands in the folder."""
+    out = tmp_path / "drop"
+    out.mkdir()
+    database = make.database(small)
+    conn = connect(database)
+    site = accounts.get_site(conn, small.site_id)
+    conn.execute("UPDATE accounts SET plan = 'enterprise'")
+    week_ago = datetime.now(UTC).timestamp() - 7 * 86400
+    schedule = runs.add(conn, site, export_type="devices", range_name="yesterday", every="daily", at="06:00",
+                        deliver_to_dir=str(out), now=week_ago)  # fmt: skip
+    with receiving() as rx:
+        endpoints.add(
+            conn, Settings(database=database, webhooks_allow_private=True), site.account.id, rx.url, None
+        )
+        api = make(small, webhooks_allow_private=True)
+        (got,) = rx.wait_for(1)
+        job_id = json.loads(got.body)["data"]["job"]["job_id"]
+        job, _ = api.wait(job_id)
+        for _ in range(100):
+            if len(list(out.iterdir())) == 2:
+                break
+            time.sleep(0.05)
+    made = store.runs_of(conn, schedule)
+    assert [r.job_id for r in made] == [job_id]  # seven missed slots, one run
+    assert job["status"] == "completed" and got.headers["X-Sealexports-Event"] == "export.completed"
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv", ".json"]
+    after = store.get_schedule(conn, schedule.schedule_id)
+    assert after.next_run_at > datetime.now(UTC).timestamp()
+    conn.close()
