@@ -224,6 +224,7 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
             "application/x-ndjson",
             "application/gzip",
             "application/zstd",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         }
         assert ok["content"]["application/json"]["schema"]["type"] == "array"
         assert ok["headers"]["content-disposition"]["required"] is True

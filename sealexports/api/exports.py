@@ -30,7 +30,7 @@ from sealexports.api.schemas import (
 from sealexports.api.services import Services
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import Expired, InvalidRequest, NotFound, TooLarge, UnsupportedMediaType
-from sealexports.exports import engine, manifest, values
+from sealexports.exports import engine, formats, manifest, values
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import idempotency, lifecycle, view
 from sealexports.jobs.runner import request_for, run_export
@@ -446,6 +446,7 @@ class ExportsController(Controller):
                     f"Export too large for streaming ({est.estimated_rows:,} rows). "
                     "Use POST /exports to create a background job."
                 )
+            formats.check_rows(req.format, est.estimated_rows)
             conn = connect(services.settings.database, migrate=False)  # the stream's own
             chunks = engine.chunks(conn, req)
             try:

@@ -11,7 +11,7 @@ ExportTypeName = Literal[
     "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
-FormatName = Literal["csv", "json", "ndjson"]
+FormatName = Literal["csv", "json", "ndjson", "xlsx"]
 CompressionName = Literal["none", "gzip", "zstd"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 Date = Annotated[
@@ -33,7 +33,10 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
     date_to: Annotated[Date, Meta(description="Last day of the range (YYYY-MM-DD), inclusive.")]
     format: Annotated[
         FormatName,
-        Meta(description="csv (default), json (one array) or ndjson (one object a line)."),
+        Meta(
+            description="csv (default), json (one array), ndjson (one object a line) or xlsx "
+            "(one sheet; at most 1,048,575 rows, else 413)."
+        ),
     ] = "csv"
     compression: Annotated[
         CompressionName,

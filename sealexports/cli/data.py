@@ -252,10 +252,11 @@ def export(
     compress: str | None, filters: tuple[str, ...], advanced: str | None, output: str | None,
     manifest_file: str | None, silent: bool,
 ) -> None:  # fmt: skip
-    """Export one type of data for a date range to a CSV, JSON or NDJSON file, maybe compressed.
+    """Export one type of data for a date range to a CSV, JSON, NDJSON or XLSX file.
 
-    The format and compression follow -o's extension (x.ndjson.zst: ndjson, zstd) unless
-    --format and --compress say; an extension that contradicts them is an error.
+    csv, json and ndjson may be compressed (gzip, zstd). The format and compression follow
+    -o's extension (x.xlsx; x.ndjson.zst: ndjson, zstd) unless --format and --compress say;
+    an extension that contradicts them is an error.
 
     An export that matches nothing still writes its file (a header, or []) and says why on
     stderr: the dates the site has data for, or the values a filter takes.
@@ -288,6 +289,8 @@ def export(
         raise click.ClickException(
             f"folder {str(Path(manifest_file).parent)!r} does not exist (create it first)"
         )
+    if formats.FORMATS[req.format].max_rows:  # an xlsx sheet: too many rows is refused first
+        formats.check_rows(req.format, engine.count_rows(conn, req))
     if output == "-":
         try:
             for chunk in engine.chunks(conn, req):

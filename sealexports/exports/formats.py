@@ -40,6 +40,15 @@ FORMATS: dict[str, Format] = {
         Format("csv", "csv", "text/csv", True, 1.0, description="RFC 4180, header row"),
         Format("json", "json", "application/json", True, 1.0, description="one array of objects"),
         Format("ndjson", "ndjson", "application/x-ndjson", True, 1.0, description="one object a line"),
+        Format(
+            "xlsx",
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            False,
+            0.45,
+            max_rows=XLSX_MAX_ROWS - 1,
+            description="one sheet, bold frozen header",
+        ),
     )
 }
 
@@ -113,7 +122,7 @@ def check_rows(fmt: str, rows: int) -> None:
     limit = FORMATS[fmt].max_rows
     if limit and rows > limit:
         raise TooLarge(
-            f"Export too large for {fmt}: {rows:,} rows, and a {fmt} sheet holds at most {limit:,} "
+            f"Export too large for {fmt}: {rows:,} rows, and an {fmt} sheet holds at most {limit:,} "
             "(Excel's 1,048,576 rows, the header included). Narrow the date range, add filters, "
             "or choose csv, ndjson or parquet."
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from sealexports.config import Settings
 from sealexports.errors import Conflict, LimitReached, TooLarge
+from sealexports.exports import formats
 from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs.leases import Lease
@@ -92,6 +93,7 @@ def create_job(
             f"Export too large for the {site.account.plan} plan: {size}, and the plan allows at most "
             f"{plan.max_rows:,} rows per export. Narrow the date range or add filters."
         )
+    formats.check_rows(req.format, estimate.estimated_rows)
     claim: dict[str, Any] = {"status": Status.PENDING.value}
     if claimed_by is not None:
         now = time.time()
