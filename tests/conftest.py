@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -83,6 +84,23 @@ def demo_conn(demo_db: DemoDB) -> Iterator[sqlite3.Connection]:
     conn = connect(demo_db.path)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SEALEXPORTS_* variable of the shell running the tests reaches the code under test."""
+    for name in list(os.environ):
+        if name.startswith("SEALEXPORTS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder, away from the database (for commands that write files there)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
 
 
 @pytest.fixture

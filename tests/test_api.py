@@ -32,13 +32,13 @@ from tests.apps import API, BASE, RUNNING, SLOW_FILTERS, Api, ApiFactory, Templa
 from tests.checks import assert_error, assert_human_size
 
 JOB_FIELDS = {
-    "id", "job_id", "site_id", "export_type", "format", "date_from", "date_to", "filters", "status",
-    "estimated_rows", "actual_rows", "file_size_bytes", "file_size_human", "progress_percent",
+    "id", "job_id", "site_id", "export_type", "format", "compression", "date_from", "date_to", "filters",
+    "status", "estimated_rows", "actual_rows", "file_size_bytes", "file_size_human", "progress_percent",
     "download_url", "download_expires_at", "started_at", "completed_at", "created_at", "error_message",
 }  # fmt: skip
 SUMMARY_FIELDS = {
-    "id", "job_id", "export_type", "format", "status", "actual_rows", "file_size_human", "download_url",
-    "created_at",
+    "id", "job_id", "export_type", "format", "compression", "status", "actual_rows", "file_size_human",
+    "download_url", "created_at",
 }  # fmt: skip
 ESTIMATE_FIELDS = {
     "estimated_rows", "estimated_size_bytes", "estimated_size_human", "recommended_format",

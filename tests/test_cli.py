@@ -23,20 +23,13 @@ from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from sealexports.storage.visits import ANALYTICS_TABLES
 from tests.checks import assert_cli_error
+from tests.commands import run
 
 SEED_ARGS = ["seed", "--site", "demo", "--days", "5", "--visits", "500", "--end", "2025-03-31", "--silent"]
 RANGE = ["--from", "2025-03-27", "--to", "2025-03-31"]
 
 
-@pytest.fixture(autouse=True)
-def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SEALEXPORTS_"):
-            monkeypatch.delenv(name)
-
-
-def run(db: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db), *args], env=env, catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("no_config_from_the_environment")
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +39,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run(db, *SEED_ARGS)
     assert result.exit_code == 0, result.output
     return db
-
-
-@pytest.fixture
-def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty current folder, away from the database."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
 
 
 def listing(folder: Path) -> list[str]:

@@ -3,7 +3,6 @@ future, help examples with dates that exist, and exports that match nothing sayi
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,17 +14,9 @@ from sealexports import demo
 from sealexports.cli import cli
 from sealexports.storage.database import connect
 from sealexports.storage.visits import Visit
+from tests.commands import run
 
-
-@pytest.fixture(autouse=True)
-def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SEALEXPORTS_"):
-            monkeypatch.delenv(name)
-
-
-def run(db: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("no_config_from_the_environment")
 
 
 def test_seed_ends_today_in_the_sites_time_zone_with_nothing_in_the_future(db_path: Path) -> None:

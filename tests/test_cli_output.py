@@ -12,17 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from sealexports.cli import cli
+from tests.commands import run
 
 SEED = ["seed", "--site", "demo", "--days", "5", "--visits", "8000", "--end", "2025-03-31", "--silent"]
 RANGE = ["--from", "2025-03-27", "--to", "2025-03-31"]
 NAME = "sealmetrics_microconversions_20250327_20250331.csv"
-
-
-def run(db: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
 
 
 def export(db: Path, *args: str) -> Result:
@@ -43,14 +39,6 @@ def expected(seeded: Path) -> bytes:
     assert result.exit_code == 0, result.output
     assert len(result.stdout_bytes) > 256 * 1024  # more than a pipe holds, for the `| head` test
     return result.stdout_bytes
-
-
-@pytest.fixture
-def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
 
 
 def test_export_into_a_fifo_writes_it_in_place(seeded: Path, expected: bytes, out: Path) -> None:
@@ -77,10 +65,10 @@ def test_export_to_dev_null_leaves_the_device(seeded: Path, out: Path) -> None:
     assert (after.st_rdev, after.st_ino) == (before.st_rdev, before.st_ino)
 
 
-def _cli(db: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+def _cli(db: Path, *args: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "sealexports", "--db", str(db), "export", "--site", "demo"]
     command += ["--type", "microconversions", *RANGE, *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_export_to_dev_stdout_writes_the_pipe(seeded: Path, expected: bytes, out: Path) -> None:

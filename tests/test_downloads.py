@@ -6,6 +6,7 @@ Expected values come from the bytes themselves (hashlib, slicing), never from th
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import shutil
 import subprocess
@@ -251,3 +252,20 @@ def test_curl_resumes_a_partial_file(served: str, tmp_path: Path) -> None:
     # A complete file asks for a range past the end: curl takes the 416 as done.
     subprocess.run(["curl", "-sS", "-C", "-", "-o", str(out), served], check=False, timeout=60)
     assert out.read_bytes() == whole
+
+
+def test_a_compressed_file_resumes_and_its_etag_is_of_the_compressed_bytes(
+    make: ApiFactory, demo_db: DemoDB
+) -> None:
+    template = Template(demo_db.path, demo_db.site.site_id, str(demo_db.date_from), str(demo_db.date_to))
+    api = make(template, sync_row_limit=10**6)
+    job = api.created(api.body("microconversions", compression="gzip"))["job"]
+    path = job["download_url"].removeprefix(BASE)
+    whole = api.client.get(path)
+    assert whole.headers["content-type"] == "application/gzip"
+    assert "content-encoding" not in whole.headers  # the file is gzip: nothing to undo on the way
+    assert whole.headers["etag"] == f'"{hashlib.sha256(whole.content).hexdigest()}"'
+    half = len(whole.content) // 2
+    rest = api.client.get(path, headers={"Range": f"bytes={half}-", "If-Range": whole.headers["etag"]})
+    assert rest.status_code == 206 and whole.content[:half] + rest.content == whole.content
+    assert gzip.decompress(whole.content).startswith(b"date,timestamp,")

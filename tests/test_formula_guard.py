@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,11 +27,7 @@ FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3
 RANGE = {"date_from": "2025-03-01", "date_to": "2025-03-31"}
 
 
-@pytest.fixture(autouse=True)
-def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SEALEXPORTS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_config_from_the_environment")
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,14 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
     assert components["ExportBody"]["additionalProperties"] is False
     for path in (f"{API}/stream", f"{API}/download/{{download_token}}"):
         ok = next(iter(paths[path].values()))["responses"]["200"]
-        assert set(ok["content"]) == {"text/csv", "application/json", "application/x-ndjson"}
+        assert set(ok["content"]) == {
+            "text/csv",
+            "application/json",
+            "application/x-ndjson",
+            "application/gzip",
+            "application/zstd",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
         assert ok["content"]["application/json"]["schema"]["type"] == "array"
         assert ok["headers"]["content-disposition"]["required"] is True
     statuses = {

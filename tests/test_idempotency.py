@@ -112,3 +112,48 @@ def test_concurrent_creates_with_one_key_make_one_job(server: Any, demo_db: Demo
         f"{s.api}/exports", params={"site_id": "demo"}, headers={"X-API-Key": key}, timeout=10
     )
     assert listed.json()["total"] == 1
+
+
+# --- the rules, on a real database ----------------------------------------------------------------
+
+
+def test_a_request_that_dies_after_making_its_job_is_answered_by_that_job(tmp_path: Path) -> None:
+    from sealexports.errors import Conflict
+    from sealexports.jobs.idempotency import run_once
+    from sealexports.storage.accounts import create_site
+
+    conn = connect(tmp_path / "k.db")
+    account = create_site(conn, "s").account.id
+    calls: list[str] = []
+
+    def dies_after_its_job(made: Any) -> tuple[str, str]:
+        calls.append("first")
+        made("job-1")
+        raise SystemExit("the process dies")
+
+    with pytest.raises(SystemExit):
+        run_once(conn, account, "k", "print", dies_after_its_job, wait_seconds=1, stale_seconds=3600)
+
+    def second(made: Any) -> tuple[str, str]:
+        calls.append("second")
+        made("job-2")
+        return "job-2", "{}"
+
+    # While the first might still be running: wait, then 409.
+    with pytest.raises(Conflict):
+        run_once(conn, account, "k", "print", second, wait_seconds=0.1, stale_seconds=3600)
+    # Once it is surely dead: its job, no second one.
+    out = run_once(conn, account, "k", "print", second, wait_seconds=0.1, stale_seconds=0)
+    assert (out.job_id, out.response, out.replayed) == ("job-1", None, True)
+    assert calls == ["first"]
+
+    # A request that dies before making anything leaves the key free.
+    def refused(made: Any) -> tuple[str, str]:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError):
+        run_once(conn, account, "k2", "print", refused, wait_seconds=0.1, stale_seconds=3600)
+    assert (
+        run_once(conn, account, "k2", "print", second, wait_seconds=0.1, stale_seconds=3600).job_id == "job-2"
+    )
+    conn.close()

@@ -28,6 +28,7 @@ from sealexports.storage import accounts
 from sealexports.storage.database import connect
 from sealexports.storage.visits import Conversion, PageView, Visit
 from tests.checks import assert_cli_error
+from tests.commands import run
 from tests.model import Model
 
 IPHONE = (
@@ -139,10 +140,6 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
 
 
 # --- Helpers -----------------------------------------------------------------------------------
-
-
-def run(db: Path, *args: str, input: bytes | str | None = None) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db), *args], input=input, catch_exceptions=False)
 
 
 def ndjson(events: list[dict[str, Any]]) -> str:

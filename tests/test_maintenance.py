@@ -15,27 +15,19 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from sealexports.cli import cli
 from sealexports.storage.database import connect
 from sealexports.storage.schema import migrations
 from tests import live
+from tests.commands import run
 from tests.conftest import DemoDB, say
 from tests.reliability import all_jobs, body, post_export, wait_settled
 
 LATEST = "m008_job_leases"  # an "old" database is one from before this migration
 
 
-@pytest.fixture(autouse=True)
-def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SEALEXPORTS_"):
-            monkeypatch.delenv(name)
-
-
-def run(db: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("no_config_from_the_environment")
 
 
 def one_error(result: Result, *expected: str) -> str:

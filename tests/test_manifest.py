@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import gzip
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import zstandard
 from click.testing import CliRunner
 
 from sealexports.cli import cli
@@ -51,6 +53,11 @@ def check(content: bytes, manifest: dict[str, Any]) -> None:
     f = manifest["file"]
     assert f["sha256"] == hashlib.sha256(content).hexdigest()
     assert f["size_bytes"] == len(content)
+    compression = manifest["request"]["compression"]
+    if compression == "gzip":
+        content = gzip.decompress(content)
+    elif compression == "zstd":
+        content = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(content)).read()
     names, rows = _read_back(content, manifest["request"]["format"])
     assert rows == f["rows"]
     if rows:
@@ -70,19 +77,21 @@ def _latest_event(demo_db: DemoDB, date_from: str, date_to: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("export_type", "fmt", "filters"),
+    ("export_type", "fmt", "filters", "compression"),
     [
-        ("microconversions", "csv", {"country": "ES"}),
-        ("sources", "json", {}),
-        ("pages", "ndjson", {"content_grouping": "blog"}),
-        ("time_series", "csv", {"device_type": "mobile"}),
+        ("microconversions", "csv", {"country": "ES"}, "none"),
+        ("sources", "json", {}, "none"),
+        ("pages", "ndjson", {"content_grouping": "blog"}, "none"),
+        ("time_series", "csv", {"device_type": "mobile"}, "none"),
+        ("conversions", "csv", {}, "gzip"),
+        ("microconversions", "ndjson", {"country": "ES"}, "zstd"),
     ],
 )
 def test_a_download_matches_its_manifest(
-    make: ApiFactory, demo_db: DemoDB, export_type: str, fmt: str, filters: dict[str, Any]
+    make: ApiFactory, demo_db: DemoDB, export_type: str, fmt: str, filters: dict[str, Any], compression: str
 ) -> None:
     api = make(_template(demo_db))
-    job = api.created(api.body(export_type, format=fmt, filters=filters))["job"]
+    job = api.created(api.body(export_type, format=fmt, filters=filters, compression=compression))["job"]
     assert job["status"] == "completed"
     content = api.download(job["download_url"]).content
     r = api.client.get(
@@ -94,14 +103,14 @@ def test_a_download_matches_its_manifest(
     assert m["job_id"] == job["job_id"] and m["manifest_version"] == 1
     assert m["request"] == {
         "site_id": "demo", "export_type": export_type, "date_from": api.date_from, "date_to": api.date_to,
-        "filters": filters, "format": fmt, "compression": "none",
+        "filters": filters, "format": fmt, "compression": compression,
     }  # fmt: skip
     assert m["timezone"] == "Europe/Madrid"
     assert m["file"]["rows"] == job["actual_rows"] and m["file"]["size_bytes"] == job["file_size_bytes"]
     assert m["generated_at"] == job["completed_at"]
     assert m["freshness"]["latest_event_at"] == _latest_event(demo_db, api.date_from, api.date_to)
     types = {c["name"]: c["type"] for c in m["columns"]}
-    if export_type == "microconversions":
+    if export_type in ("conversions", "microconversions"):
         assert types["date"] == "date" and types["timestamp"] == "timestamp"
         assert types["properties"] == "json" and types["path"] == "string"
     else:

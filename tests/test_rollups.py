@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def test_page_views_past_midnight_count_on_their_own_day_under_a_visit_filter(
     with transaction(conn):
         insert_visits(conn, site, [more])  # a third page view on the 11th, in a later batch
 
-    def lines(export_type: str, date_from: str, date_to: str, filters: dict[str, str]) -> list[str]:
+    def lines(
+        export_type: str, date_from: str, date_to: str, filters: Mapping[str, str | list[str]]
+    ) -> list[str]:
         req = build_request("demo", export_type, "csv", date_from, date_to, filters)
         return b"".join(engine.chunks(conn, req)).decode().splitlines()[1:]
 

@@ -26,6 +26,7 @@ from sealexports.api.exports import ExportsController
 from sealexports.api.limits import rate_limits
 from sealexports.api.media import require_json
 from sealexports.api.metrics import scrape as metrics_scrape
+from sealexports.api.schedules import SchedulesController
 from sealexports.api.schemas import HealthOut
 from sealexports.api.sites import SitesController
 from sealexports.api.ui import routers as ui_routers
@@ -90,6 +91,7 @@ def create_app(
         ExportsController,
         EventsController,
         SitesController,
+        SchedulesController,
         WebhooksController,
         healthz,
         *ui_routers(),
@@ -130,7 +132,10 @@ def create_app(
 
 
 # What a page on another origin may send, and read back, beyond the CORS-safelisted ones.
-CORS_REQUEST_HEADERS = ["X-API-Key", "Authorization", "Content-Type", "Content-Encoding", "X-Request-ID"]
+CORS_REQUEST_HEADERS = [
+    "X-API-Key", "Authorization", "Content-Type", "Content-Encoding", "X-Request-ID", "Idempotency-Key",
+    "Range", "If-Range", "If-None-Match", "If-Match",
+]  # fmt: skip
 CORS_EXPOSED_HEADERS = [
     "Content-Disposition",
     "X-Request-ID",
@@ -139,6 +144,12 @@ CORS_EXPOSED_HEADERS = [
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
     "X-RateLimit-Policy",
+    "Idempotent-Replayed",
+    "ETag",
+    "Repr-Digest",
+    "Digest",
+    "Content-Range",
+    "Accept-Ranges",
 ]
 
 

@@ -27,9 +27,11 @@ from sealexports.api.schemas import (
     JobOut,
     JobSummary,
     ListOut,
+    ManifestOut,
 )
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import TooLarge
+from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import idempotency, service, view
 from sealexports.services import Services
@@ -63,6 +65,7 @@ def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
         data.date_to,
         data.filters,
         formula_guard=services.settings.csv_formula_guard,
+        compression=data.compression,
     )
 
 
@@ -107,17 +110,18 @@ def _create_out(services: Services, started: service.Started, request: Req) -> C
 def _once(
     services: Services,
     site: Site,
+    req: ExportRequest,
     key: str,
     data: ExportBody,
-    create: Callable[[], CreateOut],
+    create: Callable[[Callable[[str], None]], CreateOut],
     request: Req,
 ) -> Response[Any]:
     """`create` once per Idempotency-Key (`jobs.idempotency`): a replay answers the first body
     again, its job as it is now."""
     settings = services.settings
 
-    def first() -> tuple[str, str]:
-        out = create()
+    def first(made: Callable[[str], None]) -> tuple[str, str]:
+        out = create(made)
         return out.job.job_id, msgspec.json.encode(out).decode()
 
     outcome = idempotency.run_once(
@@ -129,11 +133,23 @@ def _once(
         wait_seconds=settings.query_timeout_seconds,
         stale_seconds=2 * settings.query_timeout_seconds + 60,
     )
-    body = json.loads(outcome.response)
-    if outcome.replayed:  # the same answer, its job as it is now
-        job = export_jobs.find_job(services.db.get(), outcome.job_id)
-        if job is not None:
-            body["job"] = msgspec.to_builtins(job_out(services, job, request))
+    job = export_jobs.find_job(services.db.get(), outcome.job_id) if outcome.replayed else None
+    if outcome.response is None:  # its first request died after making the job: that job
+        conn = services.db.get()
+        job = export_jobs.get_job(conn, outcome.job_id)
+        est = engine.estimate(conn, req, settings.sync_row_limit)
+        poll = _job_url(services, job, request)
+        body = msgspec.to_builtins(
+            CreateOut(
+                job=job_out(services, job, request),
+                estimate=_estimate_out(service.Estimated(est, [])),
+                message=f"Export job created. Poll GET {poll} until it completes.",
+            )
+        )
+    else:
+        body = json.loads(outcome.response)
+    if job is not None:  # the same answer, its job as it is now
+        body["job"] = msgspec.to_builtins(job_out(services, job, request))
     headers = {"Idempotent-Replayed": "true" if outcome.replayed else "false"}
     return Response(body, status_code=201, headers=headers)
 
@@ -171,15 +187,17 @@ class ExportsController(Controller):
         at or over it a background job starts (`pending`): poll GET /exports/{job_id}."""
         deadline = request_deadline(services)
 
-        def create(site: Site) -> CreateOut:
-            started = service.start_export(services, site, _request(services, site, data), deadline)
-            return _create_out(services, started, request)
-
         def work() -> Response[Any]:
             site = site_of(services, account, site_id, account_id)
+            req = _request(services, site, data)
+
+            def create(made: Callable[[str], None] | None = None) -> CreateOut:
+                started = service.start_export(services, site, req, deadline, made=made)
+                return _create_out(services, started, request)
+
             if idempotency_key is None:
-                return Response(create(site), status_code=201)
-            return _once(services, site, idempotency_key, data, lambda: create(site), request)
+                return Response(create(), status_code=201)
+            return _once(services, site, req, idempotency_key, data, create, request)
 
         return await in_thread(work, deadline, request.receive)
 
@@ -267,11 +285,12 @@ class ExportsController(Controller):
         services: NamedDependency[Services],
         site_id: SiteId = None,
         account_id: AccountId = None,
-    ) -> dict[str, Any]:
+    ) -> ManifestOut:
         """What was asked (type, dates, filters, format), the site's time zone, the columns and
         their types, and the file's rows, bytes and SHA-256, when it was generated and how fresh
         its data was. 409 until the job has completed."""
-        return service.job_manifest(services, site_of(services, account, site_id, account_id), job_id)
+        site = site_of(services, account, site_id, account_id)
+        return msgspec.convert(service.job_manifest(services, site, job_id), ManifestOut)
 
     @delete(
         "/{job_id:str}",

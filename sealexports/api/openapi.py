@@ -76,6 +76,10 @@ MANIFEST = errors(
 JOB = errors({**_KEYED, 404: "Unknown job or site, or one of another account."})
 _WEBHOOKS = {**_KEYED, 403: "A key bound to one site: webhooks need an account-wide read key."}
 WEBHOOK = errors({**_WEBHOOKS, 404: "Unknown endpoint or delivery, or one of another account."})
+SCHEDULE = errors({**_KEYED, 404: "Unknown site or schedule, or one of another account."})
+SCHEDULE_CREATE = errors(
+    {**_KEYED, **_BODY, 422: "A bad type, range, cadence, filter or folder: error.detail says which."}
+)
 WEBHOOK_CREATE = errors({**_WEBHOOKS, **_BODY, 422: "A bad URL (not http(s), a private address) or event."})
 DOWNLOAD = {
     **errors(

@@ -11,7 +11,8 @@ ExportTypeName = Literal[
     "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
-FormatName = Literal["csv", "json", "ndjson"]
+FormatName = Literal["csv", "json", "ndjson", "xlsx"]
+CompressionName = Literal["none", "gzip", "zstd"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 # The library's names as the literals above: tests/test_schemas.py ties each to its source
 # (exports.types.EXPORT_TYPES, exports.formats.FORMATS, storage.export_jobs.Status).
@@ -37,8 +38,18 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
     date_to: Annotated[Date, Meta(description="Last day of the range (YYYY-MM-DD), inclusive.")]
     format: Annotated[
         FormatName,
-        Meta(description="csv (default), json (one array) or ndjson (one object a line)."),
+        Meta(
+            description="csv (default), json (one array), ndjson (one object a line) or xlsx "
+            "(one sheet; at most 1,048,575 rows, else 413)."
+        ),
     ] = "csv"
+    compression: Annotated[
+        CompressionName,
+        Meta(
+            description="none (default), gzip (.gz) or zstd (.zst): the file is compressed as it is "
+            "written, and served as application/gzip or application/zstd. csv, json and ndjson only."
+        ),
+    ] = "none"
     filters: Annotated[
         dict[str, FilterValue] | None,
         Meta(
@@ -72,6 +83,7 @@ class JobOut(msgspec.Struct):
     site_id: Annotated[str, Meta(description="The site the data comes from.")]
     export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
     format: Annotated[FormatName, Meta(description="File format.")]
+    compression: Annotated[CompressionName, Meta(description="none, gzip or zstd.")]
     date_from: Annotated[str, Meta(description="First day of the range.")]
     date_to: Annotated[str, Meta(description="Last day of the range.")]
     filters: Annotated[dict[str, Any], Meta(description="The filters as given.")]
@@ -103,6 +115,7 @@ class JobSummary(msgspec.Struct):
     job_id: Annotated[str, Meta(description="The job's UUID.")]
     export_type: Annotated[ExportTypeName, Meta(description="Type of data exported.")]
     format: Annotated[FormatName, Meta(description="File format.")]
+    compression: Annotated[CompressionName, Meta(description="none, gzip or zstd.")]
     status: Annotated[StatusName, Meta(description="The job's status.")]
     actual_rows: Annotated[int | None, Meta(description="Rows in the file, once completed.")]
     file_size_human: Annotated[str | None, Meta(description="File size for people.")]
@@ -156,3 +169,49 @@ class EventsOut(msgspec.Struct):
     ]
     visits_created: Annotated[int, Meta(description="New visits; events may also continue stored visits.")]
     errors: Annotated[list[RejectedEventOut], Meta(description="Each refused event, by index.")]
+
+
+class ManifestRequest(msgspec.Struct):
+    site_id: str
+    export_type: str
+    date_from: Annotated[str, Meta(description="YYYY-MM-DD, the site's day.")]
+    date_to: str
+    filters: dict[str, Any]
+    format: str
+    compression: str
+
+
+class ManifestFile(msgspec.Struct):
+    name: str
+    media_type: str
+    size_bytes: int
+    sha256: Annotated[str, Meta(description="Hex SHA-256 of the file's bytes (as served).")]
+    rows: Annotated[int, Meta(description="Data rows (a CSV's header not counted).")]
+
+
+class ManifestColumn(msgspec.Struct, omit_defaults=True):
+    name: str
+    type: Annotated[
+        str,
+        Meta(description="string, integer, decimal (scale), json, date, timestamp (UTC)."),
+    ]
+    scale: int | None = None
+
+
+class ManifestFreshness(msgspec.Struct):
+    latest_event_at: Annotated[
+        str | None,
+        Meta(description="UTC time of the site's newest event on its days, at generation."),
+    ]
+    scope: str
+
+
+class ManifestOut(msgspec.Struct):
+    manifest_version: int
+    job_id: str | None
+    request: ManifestRequest
+    timezone: Annotated[str, Meta(description="The site's IANA time zone: its days are the dates.")]
+    file: ManifestFile
+    columns: list[ManifestColumn]
+    generated_at: str
+    freshness: ManifestFreshness

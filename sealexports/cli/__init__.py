@@ -165,4 +165,4 @@ def main() -> None:
 
 
 # Registering the commands on the group (they import it from here).
-from sealexports.cli import data, maintenance, service, sites, webhooks  # noqa: E402, F401
+from sealexports.cli import data, maintenance, schedules, service, sites, webhooks  # noqa: E402, F401

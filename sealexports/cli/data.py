@@ -15,8 +15,8 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import InvalidEvents, SealExportsError
-from sealexports.exports import engine, manifest, split, values
-from sealexports.exports.formats import FORMATS
+from sealexports.exports import engine, formats, manifest, split, values
+from sealexports.exports.formats import COMPRESSIONS, FORMATS
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
@@ -232,7 +232,14 @@ def _import_summary(r: ImportReport, elapsed: float) -> str:
 @click.option("--type", "export_type", required=True, type=click.Choice(list(EXPORT_TYPES)))
 @click.option("--from", "date_from", required=True, metavar="YYYY-MM-DD")
 @click.option("--to", "date_to", required=True, metavar="YYYY-MM-DD")
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="csv", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)),
+    help="Default: as -o's extension says (x.ndjson, x.csv.gz), else csv.",
+)  # fmt: skip
+@click.option(
+    "--compress", type=click.Choice(list(COMPRESSIONS)),
+    help="gzip or zstd, for csv, json and ndjson. Default: as -o's extension says, else none.",
+)  # fmt: skip
 @click.option(
     "--filter", "filters", multiple=True, metavar="KEY=VALUE",
     help="A filter; repeat a key for a list (any of the values).",
@@ -249,11 +256,15 @@ def _import_summary(r: ImportReport, elapsed: float) -> str:
 @silent_option
 @pass_state
 def export(
-    state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str,
-    filters: tuple[str, ...], advanced: str | None, output: str | None, manifest_file: str | None,
-    silent: bool,
+    state: State, site: str, export_type: str, date_from: str, date_to: str, fmt: str | None,
+    compress: str | None, filters: tuple[str, ...], advanced: str | None, output: str | None,
+    manifest_file: str | None, silent: bool,
 ) -> None:  # fmt: skip
-    """Export one type of data for a date range to a CSV, JSON or NDJSON file.
+    """Export one type of data for a date range to a CSV, JSON, NDJSON or XLSX file.
+
+    csv, json and ndjson may be compressed (gzip, zstd). The format and compression follow
+    -o's extension (x.xlsx; x.ndjson.zst: ndjson, zstd) unless --format and --compress say;
+    an extension that contradicts them is an error.
 
     An export that matches nothing still writes its file (a header, or []) and says why on
     stderr: the dates the site has data for, or the values a filter takes.
@@ -263,7 +274,10 @@ def export(
         # dates of `sealexports seed --end 2025-03-31` (`seed` prints the dates it covers)
         sealexports export --site demo --type sources --from 2025-03-01 --to 2025-03-31 \\
             --filter country=ES --filter device_type=mobile --advanced path:contains:/blog/
+        sealexports export --site demo --type conversions --from 2025-03-01 --to 2025-03-31 \\
+            -o march.ndjson.zst
     """
+    fmt, compress = _format_of(output, fmt, compress)
     raw_filters = _parse_filters(filters, advanced)
     conn = state.conn
     target = accounts.get_site(conn, site)
@@ -275,6 +289,7 @@ def export(
         date_to,
         raw_filters,
         formula_guard=state.settings.csv_formula_guard,
+        compression=compress,
     )
     if output == "-" and manifest_file:
         raise click.ClickException("--manifest describes a file: use -o FILE, not stdout")
@@ -282,6 +297,8 @@ def export(
         raise click.ClickException(
             f"folder {str(Path(manifest_file).parent)!r} does not exist (create it first)"
         )
+    if formats.FORMATS[req.format].max_rows:  # an xlsx sheet: too many rows is refused first
+        formats.check_rows(req.format, engine.count_rows(conn, req))
     if output == "-":
         try:
             for chunk in engine.chunks(conn, req):
@@ -326,6 +343,22 @@ def export(
     if info.rows == 0 and not notes:
         notes = [f"no rows match these filters from {req.date_from} to {req.date_to}"]
     _warn(notes)
+
+
+def _format_of(output: str | None, fmt: str | None, compress: str | None) -> tuple[str, str]:
+    """(format, compression): as given, else as -o's extension says, else csv and none. An
+    extension that says otherwise than --format or --compress is an error: `-o x.json` never
+    holds CSV, nor `-o x.csv` gzip."""
+    if output is None or output == "-" or output.endswith("/"):
+        return fmt or "csv", compress or "none"
+    name = Path(output).name
+    named_fmt, named_compression = formats.from_file_name(name)
+    if named_fmt and fmt and named_fmt != fmt:
+        raise click.ClickException(f"-o {name} names a {named_fmt} file, but --format is {fmt}")
+    if (named_fmt or named_compression) and compress and compress != (named_compression or "none"):
+        said = f"a {named_compression} file" if named_compression else "an uncompressed file"
+        raise click.ClickException(f"-o {name} names {said}, but --compress is {compress}")
+    return fmt or named_fmt or "csv", compress or named_compression or "none"
 
 
 def _warn(notes: list[str]) -> None:

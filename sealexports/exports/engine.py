@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import formats, raw, split
+from sealexports.exports import compression, formats, raw, split, spreadsheet
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import CHUNK_ROWS, chunks_for, ndjson_from_json
@@ -113,10 +113,13 @@ def chunks(conn: sqlite3.Connection, req: ExportRequest) -> Generator[bytes, Non
 
 def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
     """(bytes, rows in them): the file's bytes, in its format, compressed as asked."""
-    return _plain(conn, req)
+    return compression.compressed(req.compression, _plain(conn, req))
 
 
 def _plain(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
+    if req.format == "xlsx":
+        yield from spreadsheet.pieces(req.type.columns, rows(conn, req))
+        return
     if req.type.kind == "events":  # formatted inside SQLite (raw.py); NDJSON from its JSON objects
         if req.format == "ndjson":
             yield from ndjson_from_json(raw.pieces(conn, replace(req, format="json")))
@@ -272,9 +275,11 @@ def settle(
 ) -> Estimate:
     """`est`, with the real row count when an upper bound would decide something: reach the sync
     row limit (a background job, or a 413 from the stream) or pass `max_rows` (a 413). So an
-    export under a limit is never refused, or sent to the background, by a guess."""
+    export under a limit is never refused, or sent to the background, by a guess. The format's
+    own limit (an xlsx sheet's rows) counts as one."""
     n = est.estimated_rows
-    if est.exact or not (n >= sync_row_limit or (max_rows and n > max_rows)):
+    held = formats.FORMATS[req.format].max_rows
+    if est.exact or not (n >= sync_row_limit or (max_rows and n > max_rows) or (held and n > held)):
         return est
     return _estimate(req, count_rows(conn, req), sync_row_limit, exact=True)
 

@@ -40,10 +40,26 @@ FORMATS: dict[str, Format] = {
         Format("csv", "csv", "text/csv", True, 1.0, description="RFC 4180, header row"),
         Format("json", "json", "application/json", True, 1.0, description="one array of objects"),
         Format("ndjson", "ndjson", "application/x-ndjson", True, 1.0, description="one object a line"),
+        Format(
+            "xlsx",
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            False,
+            0.45,
+            max_rows=XLSX_MAX_ROWS - 1,
+            description="one sheet, bold frozen header",
+        ),
     )
 }
 
-COMPRESSIONS: dict[str, Compression] = {c.name: c for c in (Compression("none", "", "", 1.0),)}
+COMPRESSIONS: dict[str, Compression] = {
+    c.name: c
+    for c in (
+        Compression("none", "", "", 1.0),
+        Compression("gzip", ".gz", "application/gzip", 0.2),
+        Compression("zstd", ".zst", "application/zstd", 0.18),
+    )
+}
 
 # What `-o x.csv.gz` means: the last suffix names a compression, the one before it a format.
 _BY_SUFFIX = {c.suffix: c.name for c in COMPRESSIONS.values() if c.suffix}
@@ -106,13 +122,16 @@ def check_rows(fmt: str, rows: int) -> None:
     limit = FORMATS[fmt].max_rows
     if limit and rows > limit:
         raise TooLarge(
-            f"Export too large for {fmt}: {rows:,} rows, and a {fmt} sheet holds at most {limit:,} "
+            f"Export too large for {fmt}: {rows:,} rows, and an {fmt} sheet holds at most {limit:,} "
             "(Excel's 1,048,576 rows, the header included). Narrow the date range, add filters, "
             "or choose csv, ndjson or parquet."
         )
 
 
 def recommended(fmt: str, rows: int) -> str:
-    """The format we suggest: the one asked for if it can hold the rows, else csv."""
+    """The format we suggest: among the text formats the smallest file (csv); a typed format
+    (xlsx, parquet) as asked, if its file can hold the rows, else csv."""
     limit = FORMATS[fmt].max_rows
-    return "csv" if limit and rows > limit else fmt
+    if FORMATS[fmt].compressible or (limit and rows > limit):
+        return "csv"
+    return fmt

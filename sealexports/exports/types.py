@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["dimension", "pages", "time_series", "events"]
-ColumnKind = Literal["text", "int", "dec2", "json"]
+ColumnKind = Literal["text", "int", "dec2", "json", "date", "timestamp"]  # date: YYYY-MM-DD; timestamp: UTC
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ EXPORT_TYPES: dict[str, ExportType] = {
             "conversions",
             "events",
             (
-                Column("date"),
-                Column("timestamp"),
+                Column("date", "date"),
+                Column("timestamp", "timestamp"),
                 Column("conversion_type"),
                 Column("amount", "dec2"),
                 *_EVENT_TAIL,
@@ -103,12 +103,17 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ExportType(
             "microconversions",
             "events",
-            (Column("date"), Column("timestamp"), Column("conversion_type"), *_EVENT_TAIL),
+            (
+                Column("date", "date"),
+                Column("timestamp", "timestamp"),
+                Column("conversion_type"),
+                *_EVENT_TAIL,
+            ),
             "microconversions",
             210,
             500,
         ),
-        ExportType("time_series", "time_series", (Column("date"), *METRICS), "day", 50, 200),
+        ExportType("time_series", "time_series", (Column("date", "date"), *METRICS), "day", 50, 200),
         ExportType(
             "landing_pages",
             "dimension",

@@ -28,7 +28,7 @@ POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Outcome:
-    response: str  # the answer's JSON body
+    response: str | None  # the answer's JSON body; None: its request died after making the job
     job_id: str
     replayed: bool
 
@@ -53,12 +53,15 @@ def run_once(
     account_id: int,
     key: str,
     print_: str,
-    create: Callable[[], tuple[str, str]],
+    create: Callable[[Callable[[str], None]], tuple[str, str]],
     *,
     wait_seconds: float,
     stale_seconds: float,
 ) -> Outcome:
-    """`create()` (returning the job id and the answer's JSON) once per account and key."""
+    """`create(made)` once per account and key: it calls `made(job_id)` as soon as its job exists
+    and returns the job id and the answer's JSON. A request that died after making its job (a
+    crash) leaves no answer: past `stale_seconds` a retry gets that job (response None), and
+    never makes a second one."""
     check_key(key)
     give_up = time.monotonic() + wait_seconds
     while True:
@@ -75,15 +78,24 @@ def run_once(
         if earlier.response is not None and earlier.job_id is not None:
             return Outcome(earlier.response, earlier.job_id, replayed=True)
         if now - earlier.created_at > stale_seconds:  # its request died without an answer
+            if earlier.job_id is not None:
+                return Outcome(None, earlier.job_id, replayed=True)
             store.release(conn, account_id, key, earlier.created_at)
             continue
         if time.monotonic() > give_up:
             raise Conflict(f"a request with Idempotency-Key {key!r} is still running; retry in a moment")
         time.sleep(POLL_SECONDS)
+    made: list[str] = []
+
+    def link(job_id: str) -> None:
+        store.link(conn, account_id, key, now, job_id)
+        made.append(job_id)
+
     try:
-        job_id, response = create()
+        job_id, response = create(link)
     except BaseException:
-        store.release(conn, account_id, key, now)
+        if not made:  # nothing was made: a retry runs afresh
+            store.release(conn, account_id, key, now)
         raise
     store.answer(conn, account_id, key, job_id, response)
     return Outcome(response, job_id, replayed=False)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sealexports.config import Settings
 from sealexports.errors import Conflict, LimitReached, TooLarge
+from sealexports.exports import formats
 from sealexports.exports.engine import Estimate, human_size
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs.leases import Lease
@@ -83,6 +84,7 @@ def create_job(
             f"Export too large for the {site.account.plan} plan: {size}, and the plan allows at most "
             f"{plan.max_rows:,} rows per export. Narrow the date range or add filters."
         )
+    formats.check_rows(req.format, estimate.estimated_rows)
     claim: dict[str, Any] = {"status": Status.PENDING.value}
     if claimed_by is not None:
         now = time.time()
@@ -98,6 +100,7 @@ def create_job(
             "site_id": site.site_id,
             "export_type": req.type.name,
             "format": req.format,
+            "compression": req.compression,
             "date_from": req.date_from.isoformat(),
             "date_to": req.date_to.isoformat(),
             "filters": json.dumps(req.filters, separators=(",", ":")),

@@ -8,8 +8,9 @@ worker claim the next pending job in the fair order (by account), whichever job 
 few seconds each process renews the leases of its running jobs, takes back jobs whose lease ran
 out (their process died), and rings a doorbell for pending jobs that have none.
 
-Processes that run workers also run the dispatcher: a thread that, every second, sends the
-webhook deliveries that are due (claimed under a lease, like jobs).
+Processes that run workers also run the dispatcher: a thread that, every second, starts the
+schedules' runs that are due (each claimed by one process), copies finished scheduled files to
+their folders, and sends the webhook deliveries that are due (claimed under a lease, like jobs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sealexports.config import Settings
 from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import expire_jobs
 from sealexports.jobs.runner import reclaim, run_next
+from sealexports.schedules import runs
 from sealexports.storage import export_jobs
 from sealexports.storage.database import connect, make_private_file
 from sealexports.storage.deadline import Deadline
@@ -121,10 +123,14 @@ class JobQueue:
                 log.exception("lease check failed")
 
     def dispatch(self) -> int:
-        """Send the webhook deliveries that are due, one at a time until none is (or the process
-        stops); how many attempts were made."""
+        """Start due schedule runs (ringing their doorbells), copy finished scheduled files, then
+        send the webhook deliveries that are due, one at a time until none is (or the process
+        stops); how many delivery attempts were made."""
         conn = connect(self.settings.database, migrate=False)
         try:
+            for job_id in runs.fire_due(conn, self.settings):
+                self.enqueue(job_id)
+            runs.deliver_files(conn, self.settings, self.lease.owner)
             sent = 0
             while not self._halt.is_set() and outbox.deliver_due(
                 conn, self.settings, self.lease.owner, limit=1

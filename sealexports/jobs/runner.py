@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sealexports import logs, metrics
 from sealexports.errors import Cancelled, Interrupted, SealExportsError
-from sealexports.exports import engine
+from sealexports.exports import engine, formats
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs.leases import Lease
 from sealexports.jobs.lifecycle import remove_file, transition
@@ -46,7 +46,13 @@ def request_for(job: export_jobs.JobRecord, *, formula_guard: bool = True) -> Ex
         job.date_to,
         json.loads(job.filters),
         formula_guard=formula_guard,
+        compression=job.compression,
     )
+
+
+def file_path(exports_dir: Path, job: export_jobs.JobRecord) -> Path:
+    """Where a job's file is written: {job_id}.{ext}, ext as csv, ndjson.zst, xlsx."""
+    return exports_dir / f"{job.job_id}.{formats.extension(job.format, job.compression)}"
 
 
 def run_next(
@@ -105,7 +111,7 @@ def _run(
     job_id = job.job_id
     log.info("export started (%s, attempt %d)", job.format, job.attempts)
     started = time.monotonic()
-    dest = exports_dir / f"{job_id}.{job.format}"
+    dest = file_path(exports_dir, job)
     released = {"lease_owner": None, "lease_expires_at": None}
     if deadline is None:
         deadline = Deadline(float("inf"), "", shutdown=stopping)
@@ -214,7 +220,7 @@ def reclaim(conn: sqlite3.Connection, exports_dir: Path, now: float, stray_after
                  "error_message": f"the export was interrupted {job.attempts} times; giving up"},
             )  # fmt: skip
             if failed:  # a kill between the file's rename and the `completed` commit leaves a whole file
-                remove_file(exports_dir / f"{job.job_id}.{job.format}")
+                remove_file(file_path(exports_dir, job))
         elif export_jobs.requeue_lapsed(
             conn, job.job_id, now, {"status": Status.PENDING.value, "progress_percent": 0}
         ):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sealexports.errors import Expired, NotFound, TooLarge
-from sealexports.exports import engine, manifest, values
+from sealexports.exports import engine, formats, manifest, values
 from sealexports.exports.request import ExportRequest
 from sealexports.jobs import lifecycle
 from sealexports.jobs.runner import request_for, run_export
@@ -86,15 +86,24 @@ def estimate(services: Services, site: Site, req: ExportRequest, deadline: Deadl
     return Estimated(est, values.warnings_within(conn, req, deadline))
 
 
-def start_export(services: Services, site: Site, req: ExportRequest, deadline: Deadline) -> Started:
-    """Estimate, check the plan (size, stored bytes, running exports) and create the job; under
-    the sync row limit run it now (within `deadline`), else queue it."""
+def start_export(
+    services: Services,
+    site: Site,
+    req: ExportRequest,
+    deadline: Deadline,
+    *,
+    made: Callable[[str], None] | None = None,
+) -> Started:
+    """Estimate, check the plan (size, stored bytes, running exports) and create the job (`made`
+    is told its id at once); under the sync row limit run it now (within `deadline`), else queue it."""
     estimated = estimate(services, site, req, deadline)
     est, warnings = estimated.estimate, estimated.warnings
     conn = services.db.get()
     # A small export is created claimed by this process, so no worker takes it meanwhile.
     lease = None if est.will_use_background_job else services.queue.lease
     job = lifecycle.create_job(conn, services.settings, site, req, est, claimed_by=lease)
+    if made is not None:
+        made(job.job_id)
     if lease is None:
         services.queue.enqueue(job.job_id)
         # The job as created (pending): a worker may have claimed it already, any worker on any
@@ -122,6 +131,7 @@ def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> E
     est = engine.estimate_within(services.db.get(), req, deadline, services.settings.sync_row_limit)
     if est.will_use_background_job:
         raise TooLarge(f"Export too large for streaming ({est.estimated_rows:,} rows).")
+    formats.check_rows(req.format, est.estimated_rows)
     conn = connect(services.settings.database, migrate=False)  # the stream's own
     chunks = engine.chunks(conn, req)
     try:

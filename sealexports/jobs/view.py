@@ -24,6 +24,7 @@ def job_object(job: JobRecord, base: str) -> dict[str, Any]:
         "site_id": job.site_id,
         "export_type": job.export_type,
         "format": job.format,
+        "compression": job.compression,
         "date_from": job.date_from,
         "date_to": job.date_to,
         "filters": json.loads(job.filters),

@@ -58,6 +58,7 @@ class JobRecord:
     lease_expires_at: float | None = None  # POSIX seconds
     claimed_at: float | None = None  # POSIX seconds
     latest_event_at: str | None = None  # the manifest's freshness (see exports/manifest.py)
+    compression: str = "none"  # none, gzip or zstd
 
 
 _COLUMNS = ", ".join(f.name for f in fields(JobRecord))

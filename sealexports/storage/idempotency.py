@@ -49,6 +49,15 @@ def get(conn: sqlite3.Connection, account_id: int, key: str) -> KeyRecord | None
     return None if row is None else KeyRecord(*row)
 
 
+def link(conn: sqlite3.Connection, account_id: int, key: str, created_at: float, job_id: str) -> None:
+    """The job the claim's request made, as soon as it exists (before its answer)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE idempotency_keys SET job_id = ? WHERE account_id = ? AND key = ? AND created_at = ?",
+            [job_id, account_id, key, created_at],
+        )
+
+
 def answer(conn: sqlite3.Connection, account_id: int, key: str, job_id: str, response: str) -> None:
     """The job made and the answer given: later requests with the key get it again."""
     with transaction(conn):

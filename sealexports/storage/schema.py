@@ -402,6 +402,23 @@ _JOB_SNAPSHOT = "json_object(" + ", ".join(
 ) + ")"  # fmt: skip
 
 
+def _finished_trigger(snapshot: str) -> str:
+    """The trigger that queues webhook deliveries when a job finishes (one statement: its body's
+    semicolons are not statement ends), with the job row as `snapshot` makes it."""
+    return f"""
+        CREATE TRIGGER export_jobs_finished AFTER UPDATE OF status ON export_jobs
+        WHEN NEW.status IN ('completed', 'failed') AND OLD.status <> NEW.status
+        BEGIN
+            INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_type, job_id, job, created_at)
+            SELECT 'whd_' || lower(hex(randomblob(12))), e.id, 'export.' || NEW.status, NEW.job_id,
+                   {snapshot}, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+            FROM webhook_endpoints e
+            WHERE e.account_id = NEW.account_id AND e.disabled_at IS NULL
+              AND instr(',' || e.events || ',', ',export.' || NEW.status || ',') > 0;
+        END
+        """
+
+
 @migrations()
 def m011_webhooks(db: sqlite_utils.Database) -> None:
     """Webhook endpoints per account, and their outbox: a trigger writes one delivery per
@@ -455,17 +472,61 @@ def m011_webhooks(db: sqlite_utils.Database) -> None:
         CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id)
         """,
     )
-    db.execute(  # one statement: its body's semicolons are not statement ends
-        f"""
-        CREATE TRIGGER export_jobs_finished AFTER UPDATE OF status ON export_jobs
-        WHEN NEW.status IN ('completed', 'failed') AND OLD.status <> NEW.status
-        BEGIN
-            INSERT INTO webhook_deliveries (delivery_id, endpoint_id, event_type, job_id, job, created_at)
-            SELECT 'whd_' || lower(hex(randomblob(12))), e.id, 'export.' || NEW.status, NEW.job_id,
-                   {_JOB_SNAPSHOT}, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
-            FROM webhook_endpoints e
-            WHERE e.account_id = NEW.account_id AND e.disabled_at IS NULL
-              AND instr(',' || e.events || ',', ',export.' || NEW.status || ',') > 0;
-        END
+    db.execute(_finished_trigger(_JOB_SNAPSHOT))
+
+
+@migrations()
+def m012_job_compression(db: sqlite_utils.Database) -> None:
+    """How a job's file is compressed: none, gzip or zstd (csv, json and ndjson only)."""
+    db.execute("ALTER TABLE export_jobs ADD COLUMN compression TEXT NOT NULL DEFAULT 'none'")
+    # Webhook bodies show it too: the trigger's snapshot of the job row gets the column.
+    db.execute("DROP TRIGGER export_jobs_finished")
+    db.execute(_finished_trigger(_JOB_SNAPSHOT[:-1] + ", 'compression', NEW.compression)"))
+
+
+@migrations()
+def m013_schedules(db: sqlite_utils.Database) -> None:
+    """Recurring exports: a schedule per site (request, relative range, cadence in the site's
+    time zone, `next_run_at` in POSIX seconds), and its runs: the job each made, and whether its
+    file was copied to the schedule's `deliver_to_dir`."""
+    _run(
+        db,
         """
+        CREATE TABLE export_schedules (
+            id INTEGER PRIMARY KEY,
+            schedule_id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            site_id TEXT NOT NULL REFERENCES sites(site_id),
+            export_type TEXT NOT NULL,
+            format TEXT NOT NULL,
+            filters TEXT NOT NULL,  -- JSON
+            range TEXT NOT NULL,
+            every TEXT NOT NULL,
+            at TEXT NOT NULL,  -- HH:MM, the site's local time
+            day INTEGER,  -- weekly: 0 (Monday) .. 6, monthly: 1 .. 31
+            deliver_to_dir TEXT,
+            next_run_at REAL NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX export_schedules_due ON export_schedules (next_run_at);
+        CREATE TABLE schedule_runs (
+            id INTEGER PRIMARY KEY,
+            schedule_id INTEGER NOT NULL REFERENCES export_schedules(id) ON DELETE CASCADE,
+            slot REAL,  -- the run it stands for (POSIX seconds), NULL: run-now
+            started_at REAL NOT NULL,
+            job_id TEXT,
+            error TEXT,
+            copied_at TEXT,
+            copy_owner TEXT,
+            copy_until REAL
+        );
+        CREATE INDEX schedule_runs_schedule ON schedule_runs (schedule_id, id);
+        CREATE INDEX schedule_runs_open ON schedule_runs (copied_at, job_id)
+        """,
     )
+
+
+@migrations()
+def m014_schedule_compression(db: sqlite_utils.Database) -> None:
+    """A schedule's runs are compressed as it says: none, gzip or zstd."""
+    db.execute("ALTER TABLE export_schedules ADD COLUMN compression TEXT NOT NULL DEFAULT 'none'")

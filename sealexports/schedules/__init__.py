@@ -1,0 +1,1 @@
+"""Recurring exports: schedules per site, each run an ordinary export job."""
