@@ -88,6 +88,12 @@ class UnsupportedMediaType(SealExportsError):
     code = "unsupported_media_type"
 
 
+class NotInstalled(SealExportsError):
+    """What the request asks for needs an optional part this installation lacks (an extra)."""
+
+    code = "not_installed"
+
+
 class Conflict(SealExportsError):
     code = "conflict"
 

@@ -204,6 +204,36 @@ def parse_xlsx(data: bytes, header: list[str]) -> list[Row]:
     return out
 
 
+def parse_parquet(data: bytes, header: list[str]) -> list[Row]:
+    """Typed rows read by pyarrow; asserts each column's Parquet type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    assert table.column_names == header
+    want = {"date": pa.date32(), "timestamp": pa.timestamp("ms", tz="UTC")}
+    for name in header:
+        kind = pa.int64() if name in INT_COLUMNS else pa.float64() if name in DEC2_COLUMNS else pa.string()
+        assert table.schema.field(name).type == want.get(name, kind), name
+    out = []
+    for record in table.to_pylist():
+        values: list[Any] = []
+        for name in header:
+            value = record[name]
+            if value is None:
+                values.append(None)
+            elif name in DEC2_COLUMNS:
+                values.append(Decimal(repr(value)).quantize(Decimal("0.01")))
+            elif name == "date":
+                values.append(value.isoformat())
+            elif name == "timestamp":
+                values.append(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            else:
+                values.append(value)
+        out.append(tuple(values))
+    return out
+
+
 def read_export(conn: sqlite3.Connection, req: ExportRequest) -> list[Row]:
     """Typed rows of an export (format per the request); asserts its header."""
     data = export_bytes(conn, req)
@@ -216,6 +246,8 @@ def read_export(conn: sqlite3.Connection, req: ExportRequest) -> list[Row]:
         return parse_ndjson(data, header)
     if req.format == "xlsx":
         return parse_xlsx(data, header)
+    if req.format == "parquet":
+        return parse_parquet(data, header)
     return parse_json(data, header)
 
 
@@ -229,7 +261,7 @@ def assert_matches_model(
     got = read_export(conn, req)
     if req.format in ("json", "ndjson"):
         expected = as_json_rows(HEADERS[req.type.name], expected)
-    elif req.formula_guard and req.format == "csv":  # an xlsx text cell is never run: as sent
+    elif req.formula_guard and req.format == "csv":  # xlsx text is never run, parquet is data: as sent
         expected = [formula_guarded(row) for row in expected]
     assert len(got) == len(expected)
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
@@ -254,6 +286,16 @@ def test_model_sanity(demo_db: DemoDB, model: Model) -> None:
     assert any(len({p.ts.astimezone(tz).date() for p in v.pages}) > 1 for v in demo_db.visits)
     assert any(e.dims["country"] is None for e in model.events["visit"])
     assert any(e.dims["utm_campaign"] is None for e in model.events["conversion"])
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+@pytest.mark.parametrize(
+    "export_type", ["conversions", "microconversions", "countries", "pages", "time_series"]
+)
+def test_typed_formats_full_range_match_model(
+    demo_db: DemoDB, demo_conn: sqlite3.Connection, model: Model, export_type: str, fmt: str
+) -> None:
+    assert assert_matches_model(demo_conn, model, make_request(demo_db, export_type, fmt))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -747,7 +789,7 @@ def tricky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sqlite3.C
     conn.close()
 
 
-@pytest.mark.parametrize("fmt", [*FORMATS, "xlsx"])
+@pytest.mark.parametrize("fmt", [*FORMATS, "xlsx", "parquet"])
 @pytest.mark.parametrize("export_type", EXPORT_TYPES)
 def test_awkward_values_match_model(
     tricky: tuple[sqlite3.Connection, DemoDB, Model], export_type: str, fmt: str

@@ -225,6 +225,7 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
             "application/gzip",
             "application/zstd",
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.apache.parquet",
         }
         assert ok["content"]["application/json"]["schema"]["type"] == "array"
         assert ok["headers"]["content-disposition"]["required"] is True
@@ -234,7 +235,7 @@ def test_schema_documents_our_errors_and_the_files(capsys: pytest.CaptureFixture
         if p.startswith(API)
         for m, o in ops.items()
     }
-    assert statuses[f"POST {'/'}"] == [400, 401, 404, 409, 413, 415, 422, 429]
+    assert statuses[f"POST {'/'}"] == [400, 401, 404, 409, 413, 415, 422, 429, 501]
     assert statuses["GET /download/{download_token}"] == [400, 404, 410, 412, 416]
     events = paths[EVENTS]["post"]
     assert [int(s) for s in events["responses"] if int(s) >= 400] == [400, 401, 403, 404, 413, 415, 422, 429]

@@ -30,7 +30,7 @@ from tests.tenants import World, assert_nothing_leaks, build_world, canonical
 
 OPERATIONS = {
     ("post", API), ("post", f"{API}/estimate"), ("post", f"{API}/stream"), ("get", API),
-    ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"),
+    ("get", f"{API}/{{job_id}}"), ("delete", f"{API}/{{job_id}}"), ("get", f"{API}/{{job_id}}/manifest"),
     ("get", f"{API}/download/{{download_token}}"),
     ("head", f"{API}/download/{{download_token}}"),
 }  # fmt: skip
@@ -115,15 +115,17 @@ def test_other_accounts_jobs_answer_exactly_like_unknown_jobs(
     api, me, them = world.api, getattr(world, attacker), world.b if attacker == "a" else world.a
     before = snapshot(api)
     checked = 0
-    for method in ("GET", "DELETE"):
+    for method, suffix in (("GET", ""), ("GET", "/manifest"), ("DELETE", "")):
         for job in (them.completed, them.pending):
             job_id, unknown_id = job["job_id"], str(uuid.uuid4())
             # Through my own sites (the job is not there) and through theirs (not mine to see).
             for site in [*me.sites, *them.sites]:
 
-                def call(jid: str, site: str = site, method: str = method) -> httpx.Response:
+                def call(
+                    jid: str, site: str = site, method: str = method, suffix: str = suffix
+                ) -> httpx.Response:
                     return api.client.request(
-                        method, f"{API}/{jid}", params={"site_id": site}, headers=me.headers
+                        method, f"{API}/{jid}{suffix}", params={"site_id": site}, headers=me.headers
                     )
 
                 r, unknown = call(job_id), call(unknown_id)
@@ -138,7 +140,7 @@ def test_other_accounts_jobs_answer_exactly_like_unknown_jobs(
     assert api.download(them.completed["download_url"]).status_code == 200
     say(
         capsys,
-        f"isolation: {checked} GET/DELETE by {me.account} on {them.account}'s jobs: 404 like unknown ids",
+        f"isolation: {checked} calls by {me.account} on {them.account}'s jobs: 404 like unknown ids",
     )
 
 

@@ -395,3 +395,28 @@ def test_the_documented_receiver_verifies_signatures_and_rejects_old_timestamps(
     assert all(line.startswith("export.completed {") for line in lines)
     assert json.loads(lines[0].split(" ", 1)[1])["data"]["job"]["job_id"] == job_id
     conn.close()
+
+
+def test_a_job_interrupted_and_run_again_makes_one_event(db_path: Path) -> None:
+    """Deliveries come from the completed/failed transition itself: a job put back to pending by
+    a crash (its lease lapsed) and finished by another process has one delivery; an expiry none."""
+    account = setup_db(db_path)
+    conn = connect(db_path)
+    endpoints.add(conn, settings(db_path), account, "http://127.0.0.1:9/x", None)
+    job_id = str(uuid.uuid4())
+    export_jobs.insert_job(conn, {
+        "job_id": job_id, "account_id": account, "site_id": "shop", "export_type": "sources",
+        "format": "csv", "date_from": "2025-01-01", "date_to": "2025-01-31", "filters": "{}",
+        "status": "pending", "estimated_rows": 1, "created_at": "2025-02-01T10:00:00Z",
+    })  # fmt: skip
+    export_jobs.claim_next(conn, "dead:1:x", T0, T0 + 1)
+    transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, owner="dead:1:x")
+    assert export_jobs.requeue_lapsed(conn, job_id, T0 + 5, {"status": "pending", "progress_percent": 0})
+    assert store.list_deliveries(conn) == []
+    export_jobs.claim_next(conn, "alive:2:y", T0 + 6, T0 + 60)
+    transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, owner="alive:2:y")
+    transition(conn, job_id, Status.GENERATING, Status.COMPLETED, owner="alive:2:y", download_token="t")
+    assert not transition(conn, job_id, Status.GENERATING, Status.COMPLETED, owner="dead:1:x")
+    transition(conn, job_id, Status.COMPLETED, Status.EXPIRED)
+    assert [(d.event_type, d.job_id) for d in store.list_deliveries(conn)] == [("export.completed", job_id)]
+    conn.close()

@@ -28,6 +28,7 @@ STATUS: dict[type[errors.SealExportsError], int] = {
     errors.LimitReached: 429,
     errors.Conflict: 409,
     errors.UnsupportedMediaType: 415,
+    errors.NotInstalled: 501,  # the server lacks an optional part (pyarrow for parquet)
     errors.PreconditionFailed: 412,
     errors.RangeNotSatisfiable: 416,
     errors.Unavailable: 503,
@@ -40,7 +41,7 @@ STATUS: dict[type[errors.SealExportsError], int] = {
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 412: "precondition_failed", 413: "too_large",
           415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request",
-          429: "rate_limited", 500: "internal_error", 503: "unavailable"}  # fmt: skip
+          429: "rate_limited", 500: "internal_error", 501: "not_implemented", 503: "unavailable"}  # fmt: skip
 RETRY_AFTER_SECONDS = 5  # for a limit that gives no time of its own (running exports finish)
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 

@@ -43,6 +43,7 @@ _KEYED = {
     422: "Invalid parameters (site_id missing, a value out of range): error.detail lists each.",
     429: "Over the key's requests per minute: see Retry-After.",
 }
+_PARQUET = {501: "format parquet, and this server lacks pyarrow (the parquet extra)."}
 _BODY = {
     400: "The body is not valid JSON.",
     413: "The body is over 64 KiB.",
@@ -55,15 +56,22 @@ CREATE = errors(
         **_KEYED,
         **_BODY,
         409: "Another request with this Idempotency-Key is still running: retry in a moment.",
-        413: "The body is over 64 KiB, or the export over the plan's max rows per export.",
+        413: "The body is over 64 KiB, or the export over the plan's max rows per export (or an "
+        "xlsx sheet's rows).",
         422: "Invalid body or parameters (type, dates, filters), or an Idempotency-Key used with another "
         "request in the last 24 hours: error.detail lists each bad field.",
         429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
+        **_PARQUET,
     }
 )
-ESTIMATE = errors({**_KEYED, **_BODY})
+ESTIMATE = errors({**_KEYED, **_BODY, **_PARQUET})
 STREAM = errors(
-    {**_KEYED, **_BODY, 413: "The body is over 64 KiB, or the export has too many rows to stream."}
+    {
+        **_KEYED,
+        **_BODY,
+        413: "The body is over 64 KiB, or the export has too many rows to stream (or for an xlsx sheet).",
+        **_PARQUET,
+    }
 )
 LIST = errors(_KEYED)
 MANIFEST = errors(

@@ -11,7 +11,7 @@ ExportTypeName = Literal[
     "pages", "sources", "mediums", "campaigns", "terms", "countries", "devices", "browsers", "os",
     "conversions", "microconversions", "time_series", "landing_pages",
 ]  # fmt: skip
-FormatName = Literal["csv", "json", "ndjson", "xlsx"]
+FormatName = Literal["csv", "json", "ndjson", "xlsx", "parquet"]
 CompressionName = Literal["none", "gzip", "zstd"]
 StatusName = Literal["pending", "estimating", "generating", "completed", "failed", "expired"]
 # The library's names as the literals above: tests/test_schemas.py ties each to its source
@@ -39,8 +39,9 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True):
     format: Annotated[
         FormatName,
         Meta(
-            description="csv (default), json (one array), ndjson (one object a line) or xlsx "
-            "(one sheet; at most 1,048,575 rows, else 413)."
+            description="csv (default), json (one array), ndjson (one object a line), xlsx "
+            "(one sheet; at most 1,048,575 rows, else 413) or parquet (typed columns; 501 if the "
+            "server lacks pyarrow, the parquet extra)."
         ),
     ] = "csv"
     compression: Annotated[

@@ -260,7 +260,7 @@ def export(
     compress: str | None, filters: tuple[str, ...], advanced: str | None, output: str | None,
     manifest_file: str | None, silent: bool,
 ) -> None:  # fmt: skip
-    """Export one type of data for a date range to a CSV, JSON, NDJSON or XLSX file.
+    """Export one type of data for a date range to a CSV, JSON, NDJSON, XLSX or Parquet file.
 
     csv, json and ndjson may be compressed (gzip, zstd). The format and compression follow
     -o's extension (x.xlsx; x.ndjson.zst: ndjson, zstd) unless --format and --compress say;

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
 from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import compression, formats, raw, split, spreadsheet
+from sealexports.exports import compression, formats, parquet, raw, split, spreadsheet
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import CHUNK_ROWS, chunks_for, ndjson_from_json
@@ -119,6 +119,9 @@ def _pieces(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
 def _plain(conn: sqlite3.Connection, req: ExportRequest) -> raw.Pieces:
     if req.format == "xlsx":
         yield from spreadsheet.pieces(req.type.columns, rows(conn, req))
+        return
+    if req.format == "parquet":
+        yield from parquet.pieces(req.type.columns, rows(conn, req))
         return
     if req.type.kind == "events":  # formatted inside SQLite (raw.py); NDJSON from its JSON objects
         if req.format == "ndjson":

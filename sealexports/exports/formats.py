@@ -49,6 +49,14 @@ FORMATS: dict[str, Format] = {
             max_rows=XLSX_MAX_ROWS - 1,
             description="one sheet, bold frozen header",
         ),
+        Format(
+            "parquet",
+            "parquet",
+            "application/vnd.apache.parquet",
+            False,
+            0.3,
+            description="typed columns, row groups (needs the parquet extra: pyarrow)",
+        ),
     )
 }
 
@@ -85,6 +93,10 @@ def check(fmt: object, compression: object) -> tuple[str, str]:
             f"(gzip and zstd are for {text})",
             field="compression",
         )
+    if fmt == "parquet":
+        from sealexports.exports.parquet import require
+
+        require()
     return str(fmt), str(compression)
 
 

@@ -59,8 +59,6 @@ _CSV_AMOUNT = (
     "(CASE WHEN amount_cents < 0 THEN '-' ELSE '' END || (abs(amount_cents) / 100) || '.' "
     "|| substr('0' || (abs(amount_cents) % 100), -2))"
 )
-# The size of that text, from the integer (no text made).
-_CSV_AMOUNT_SIZE = "ifnull(length(abs(amount_cents) / 100) + 3 + (amount_cents < 0), 0)"
 # (day, ts) is ts order (the local day only grows with time) and it is the index's order.
 _EVENT_ORDER = "ORDER BY day, ts, id"
 
@@ -75,14 +73,13 @@ def event_row_query(req: ExportRequest) -> str:
 
 
 def event_line_query(req: ExportRequest) -> Query:
-    """Raw events formatted by SQLite, as (text, tail, id) for JSON, (text, tail, size, id) for
-    CSV; text and tail as UTF-8 bytes.
+    """Raw events formatted by SQLite, as (text, tail, id); text and tail as UTF-8 bytes.
 
     JSON: text is the row's object, tail is ''. CSV: text is every field before the last, each
     followed by ',' and not quoted (the caller checks a chunk at once for characters that need
     quoting or a formula guard); tail is the last field (properties, JSON text) already quoted,
-    since it nearly always needs it; size is the size text should have, more than its own when a
-    value holds a NUL (printf ends a value there).
+    since it nearly always needs it. printf ends a value at a NUL: stored text holds none
+    (migration m015, `storage.visits.insert_visits`).
     """
     t = req.type
     exprs = _event_columns(req)
@@ -102,16 +99,7 @@ def event_line_query(req: ExportRequest) -> Query:
         tail = (
             f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
         )
-        # The bytes printf should print: it stops a value at a NUL, which the caller then sees.
-        # length() of a BLOB is its size, known without reading it.
-        sizes = " + ".join(
-            _CSV_AMOUNT_SIZE if c.name == "amount" else f"ifnull(length(CAST({expr} AS BLOB)), 0)"
-            for c, expr in zip(t.columns, head, strict=False)
-        )
-        select = (
-            f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB), "
-            f"{sizes} + {len(fields)}"
-        )
+        select = f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB)"
     where, params = _range(req, t.key)
     return f"SELECT {select}, id FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
 

@@ -2,9 +2,9 @@
 
 SQLite builds each CSV line or JSON object and hands it over as bytes, so Python moves one
 object per row and never decodes or encodes text. CSV lines come unquoted; each chunk is
-checked for the characters that need quoting, for a field starting with a formula sign (when
-the formula guard is on), and for a value that printf cut short at a NUL (its size against the
-size SQLite reports), and only rows that have one are written by the csv module.
+checked for the characters that need quoting and for a field starting with a formula sign (when
+the formula guard is on), and only rows that have one are written by the csv module. printf
+ends a value at a NUL: stored text holds none (migration m015; `insert_visits` removes them).
 
 Measured and dropped: splitting an export by day across two threads (no faster: SQLite
 connections in one process serialise on shared state, a two-thread aggregate took as long as
@@ -48,14 +48,13 @@ def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, 
         heads = b"\n".join([r[0] for r in batch])
         if (
             heads.count(b",") == commas * n
-            and len(heads) == sum([r[2] for r in batch]) + n - 1  # no value cut at a NUL
             and not (b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1)
             and not (req.formula_guard and _formula_in(heads))
         ):
-            yield b"".join([head + tail + b"\r\n" for head, tail, _, _ in batch]), n
+            yield b"".join([head + tail + b"\r\n" for head, tail, _ in batch]), n
         else:
             yield (
-                b"".join(_csv_line(conn, req, h, t, size, row_id, commas) for h, t, size, row_id in batch),
+                b"".join(_csv_line(conn, req, h, t, row_id, commas) for h, t, row_id in batch),
                 n,
             )
 
@@ -65,15 +64,13 @@ def _csv_line(
     req: ExportRequest,
     head: bytes,
     tail: bytes,
-    size: int,
     row_id: int,
     commas: int,
 ) -> bytes:
-    """A row whose fields before the last may need quoting, a formula guard, or have lost a
-    NUL and what followed it: the csv module writes those from the values."""
+    """A row whose fields before the last may need quoting or a formula guard: the csv module
+    writes those from the values."""
     if (
         head.count(b",") == commas
-        and len(head) == size
         and not any(ch in head for ch in (b'"', b"\r", b"\n"))
         and not (req.formula_guard and _formula_in(head))
     ):

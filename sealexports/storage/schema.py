@@ -530,3 +530,52 @@ def m013_schedules(db: sqlite_utils.Database) -> None:
 def m014_schedule_compression(db: sqlite_utils.Database) -> None:
     """A schedule's runs are compressed as it says: none, gzip or zstd."""
     db.execute("ALTER TABLE export_schedules ADD COLUMN compression TEXT NOT NULL DEFAULT 'none'")
+
+
+def _without_nul(value: str | None) -> str | None:
+    return value.replace("\0", "") if value is not None else None
+
+
+@migrations()
+def m015_no_nul(db: sqlite_utils.Database) -> None:
+    """Stored text holds no NUL character: removed from the events, the visits and the rollups
+    kept from them, as the CSV writer drops it (ingestion refuses it since; SQLite's printf ends
+    a value at one). A rollup row whose value loses a NUL is merged into the row of the value
+    without it (a page keeps the content group of the one seen latest)."""
+    db.conn.create_function("without_nul", 1, _without_nul, deterministic=True)
+
+    def text_columns(table: str) -> list[str]:
+        return [row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall() if row[2] == "TEXT"]
+
+    def has_nul(columns: list[str]) -> str:
+        return " OR ".join(f"instr(CAST({c} AS BLOB), x'00')" for c in columns)
+
+    def cleaned(columns: list[str], keys: list[str]) -> str:
+        return ", ".join(f"without_nul({c})" if c in keys else c for c in columns)
+
+    for table in ("visits", "pageviews", "conversions", "microconversions"):
+        cols = text_columns(table)
+        sets = ", ".join(f"{c} = without_nul({c})" for c in cols)
+        db.execute(f"UPDATE {table} SET {sets} WHERE {has_nul(cols)}")
+    sums = ("entrances", "engaged", "page_views", "microconversions", "conversions", "revenue_cents")
+    add = ", ".join(f"{s} = {s} + excluded.{s}" for s in sums)
+    merges = {  # table: (its text key columns that values fill, what a merge does)
+        "day_keys": (["value"], "NOTHING"),
+        "day_metrics": (["value"], f"UPDATE SET {add}"),
+        "day_groups": (list(GROUP_FIELDS), f"UPDATE SET {add}"),
+        "pages": (
+            ["path"],
+            "UPDATE SET first_day = min(first_day, excluded.first_day), "
+            "last_day = max(last_day, excluded.last_day), content_grouping = CASE WHEN "
+            "excluded.last_day > last_day THEN excluded.content_grouping ELSE content_grouping END",
+        ),
+    }
+    for table, (keys, merge) in merges.items():
+        cols = [row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()]
+        db.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) SELECT {cleaned(cols, keys)} FROM {table} "
+            f"WHERE {has_nul(keys)} ON CONFLICT DO {merge}"
+        )
+        db.execute(f"DELETE FROM {table} WHERE {has_nul(keys)}")
+    group = "content_grouping"
+    db.execute(f"UPDATE pages SET {group} = without_nul({group}) WHERE {has_nul([group])}")

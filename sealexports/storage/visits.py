@@ -184,6 +184,7 @@ def insert_visits(
         metrics: Metrics = {}
         groups: Groups = {}
         for visit in batch:
+            _drop_nul(visit)
             dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
             group = tuple(v or "" for v in dims[1:])  # GROUP_FIELDS: the dimensions but the referrer
             if visit.landing is not None:  # a stored visit, continued
@@ -279,6 +280,30 @@ def insert_visits(
         if progress:
             progress(counts)
     return counts
+
+
+def _drop_nul(visit: Visit) -> None:
+    """Remove NUL characters from the visit's text (as the CSV writer does): stored text never
+    holds one, so a value SQLite formats (printf ends a value at a NUL) is never cut short.
+    Ingestion refuses them before this; demo data and direct callers get them removed."""
+    for name in VISIT_DIMENSIONS:
+        value = getattr(visit, name)
+        if value and "\0" in value:
+            setattr(visit, name, value.replace("\0", ""))
+    events: list[PageView | Conversion] = [*visit.pages, *visit.conversions, *visit.microconversions]
+    if visit.landing is not None:
+        events.append(visit.landing)
+    for event in events:
+        for name in _EVENT_TEXT[type(event)]:
+            value = getattr(event, name)
+            if value and "\0" in value:
+                setattr(event, name, value.replace("\0", ""))
+
+
+_EVENT_TEXT = {
+    PageView: ("path", "content_grouping"),
+    Conversion: ("conversion_type", "path", "content_grouping", "properties"),
+}
 
 
 def _stamp(ts: datetime, tz: ZoneInfo) -> tuple[str, str]:
