@@ -32,6 +32,8 @@ MEASURES = [
     *(f"estimate_{t}" for t in ESTIMATED),
     "memory_csv",
     "memory_json",
+    "formats_seconds",
+    "formats_memory",
     "http",
 ]
 CONTENDERS = {
@@ -39,6 +41,7 @@ CONTENDERS = {
     "raw_json": {"ours", "sealexports export", "sqlite3"},
     "estimate_sources": {"estimate", "http_estimate", "export"},
     "memory_csv": {"~10k rows", "~1M rows"},
+    "formats_seconds": {"csv", "csv.gz", "csv.zst", "json", "ndjson", "ndjson.zst", "xlsx", "parquet"},
     "http": {"ours", "ours-idle", "bare"},
 }
 

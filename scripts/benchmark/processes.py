@@ -45,6 +45,7 @@ def child_export(db: Path, req: ExportRequest, out: Path) -> tuple[float, dict[s
     spec = {
         "site": req.site_id, "type": req.type.name, "format": req.format,
         "from": req.date_from.isoformat(), "to": req.date_to.isoformat(), "filters": dict(req.filters),
+        "compression": req.compression,
     }  # fmt: skip
     info_path = out.with_name(out.name + ".info.json")
     seconds = run_timed([sys.executable, str(EXPORT_CHILD), str(db), str(out), json.dumps(spec)], info_path)

@@ -22,7 +22,7 @@ from sealexports.errors import NotInstalled
 from sealexports.exports.raw import Pieces
 from sealexports.exports.types import Column
 
-ROW_GROUP_ROWS = 50_000
+ROW_GROUP_ROWS = 20_000
 MISSING = (
     "format parquet needs pyarrow, which this installation lacks: install the extra with "
     "pip install 'sealexports[parquet]' (the single-file executable has no parquet), or choose "

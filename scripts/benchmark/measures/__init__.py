@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmark.measures import aggregates, estimate, filtered, http, memory, raw
+from benchmark.measures import aggregates, estimate, filtered, formats, http, memory, raw
 from benchmark.run import Run
 
 MEASURES: dict[str, Callable[[Run, int], None]] = {
@@ -13,5 +13,6 @@ MEASURES: dict[str, Callable[[Run, int], None]] = {
     "filtered": filtered.measure,
     "estimate": estimate.measure,
     "memory": memory.measure,
+    "formats": formats.measure,
     "http": http.measure,
 }

@@ -24,7 +24,10 @@ def peak_rss_kib() -> int:
 def main(db: str, out: str, spec_json: str) -> None:
     spec = json.loads(spec_json)
     conn = connect(db, migrate=False)
-    req = build_request(spec["site"], spec["type"], spec["format"], spec["from"], spec["to"], spec["filters"])
+    req = build_request(
+        spec["site"], spec["type"], spec["format"], spec["from"], spec["to"], spec["filters"],
+        compression=spec.get("compression", "none"),
+    )  # fmt: skip
     started = time.perf_counter()
     info = engine.write_file(conn, req, Path(out))
     seconds = time.perf_counter() - started
