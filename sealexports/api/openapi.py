@@ -23,7 +23,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from sealexports.api.schemas import ErrorOut, ExportBody
+from sealexports.api.schemas import CreateOut, ErrorOut, ExportBody
 from sealexports.exports import formats
 
 
@@ -51,19 +51,28 @@ _BODY = {
     422: "Invalid body or parameters (type, dates, filters): error.detail lists each bad field.",
 }
 
-CREATE = errors(
-    {
-        **_KEYED,
-        **_BODY,
-        409: "Another request with this Idempotency-Key is still running: retry in a moment.",
-        413: "The body is over 64 KiB, or the export over the plan's max rows per export (or an "
-        "xlsx sheet's rows).",
-        422: "Invalid body or parameters (type, dates, filters), or an Idempotency-Key used with another "
-        "request in the last 24 hours: error.detail lists each bad field.",
-        429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
-        **_PARQUET,
-    }
-)
+CREATE = {
+    # The handler answers a Response (a replayed Idempotency-Key gives back the first answer), so
+    # its 201 body is declared here: generated clients then know it is a CreateOut.
+    201: ResponseSpec(
+        data_container=CreateOut,
+        description="The job (completed, or pending for a background export), its estimate and a message.",
+        generate_examples=False,
+    ),
+    **errors(
+        {
+            **_KEYED,
+            **_BODY,
+            409: "Another request with this Idempotency-Key is still running: retry in a moment.",
+            413: "The body is over 64 KiB, or the export over the plan's max rows per export (or an "
+            "xlsx sheet's rows).",
+            422: "Invalid body or parameters (type, dates, filters), or an Idempotency-Key used with another "
+            "request in the last 24 hours: error.detail lists each bad field.",
+            429: "Over the key's requests per minute, or the plan's concurrent exports: see Retry-After.",
+            **_PARQUET,
+        }
+    ),
+}
 ESTIMATE = errors({**_KEYED, **_BODY, **_PARQUET})
 STREAM = errors(
     {
