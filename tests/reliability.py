@@ -88,9 +88,7 @@ def all_jobs(db: Path) -> list[export_jobs.JobRecord]:
     """Every job, read straight from the database (what the server says is not the test)."""
     conn = connect(db, migrate=False)
     try:
-        return export_jobs.jobs_in(
-            conn, ("pending", "estimating", "generating", "completed", "failed", "expired")
-        )
+        return export_jobs.jobs_in(conn, tuple(export_jobs.Status))
     finally:
         conn.close()
 

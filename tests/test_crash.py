@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from sealexports.storage.database import connect
+from sealexports.storage.export_jobs import Status
 from tests import live
 from tests.conftest import say
 from tests.reliability import (
@@ -158,14 +159,14 @@ def test_sigkill_at_random_moments_loses_and_half_serves_nothing(
     assert integrity(db.with_name(db.name + ".queue")) == "ok"
 
     assert kills == KILLS
-    assert statuses["completed"] >= 1
+    assert statuses[Status.COMPLETED] >= 1
     assert hit_running >= 1, "no kill landed while an export was running: the test proves nothing"
     say(
         capsys,
-        f"crash: {kills} SIGKILLs survived; {len(jobs)} jobs: {statuses['completed']} completed, "
-        f"{statuses['failed']} failed (interrupted 3 times); kills caught {hit_running} running "
+        f"crash: {kills} SIGKILLs survived; {len(jobs)} jobs: {statuses[Status.COMPLETED]} completed, "
+        f"{statuses[Status.FAILED]} failed (interrupted 3 times); kills caught {hit_running} running "
         f"exports and left {left_temp} temp files (all removed at restart); {served} downloads "
-        f"mid-run + {statuses['completed']} at the end byte-identical; {refused} creates refused (429)",
+        f"mid-run + {statuses[Status.COMPLETED]} at the end byte-identical; {refused} creates refused (429)",
     )
 
 

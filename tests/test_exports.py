@@ -177,7 +177,7 @@ def parse_xlsx(data: bytes, header: list[str]) -> list[Row]:
     assert [c.value for c in cells[0]] == header and all(c.font.b for c in cells[0])
     out = []
     for row in cells[1:]:
-        values = []
+        values: list[object] = []
         for name, cell in zip(header, row, strict=True):
             value = cell.value
             assert cell.data_type != "f", f"{name}: a formula {value!r}"

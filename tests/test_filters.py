@@ -17,13 +17,13 @@ from sealexports.exports.filters import (
     MAX_VALUES,
     OPERATORS,
     TABLE_COLUMNS,
-    VISIT_FIELDS,
     Condition,
     parse_advanced,
     parse_filters,
     where_clause,
 )
 from sealexports.storage.database import connect
+from sealexports.storage.schema import VISIT_FIELDS
 
 # --- parse_filters ------------------------------------------------------------------------------
 

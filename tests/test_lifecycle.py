@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from sealexports.errors import Conflict
-from sealexports.jobs.lifecycle import Status, transition
+from sealexports.jobs.lifecycle import transition
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
+from sealexports.storage.export_jobs import Status
 
 STATUSES = ["pending", "estimating", "generating", "completed", "failed", "expired"]
 # pending -> estimating -> generating -> completed -> expired; an unfinished job may fail; a

@@ -68,10 +68,10 @@ def _latest_event(demo_db: DemoDB, date_from: str, date_to: str) -> str:
     """The newest event time on those (site) days, from the visits the demo inserted."""
     tz = ZoneInfo(demo_db.site.timezone)
     times = [
-        e.ts
+        ts
         for v in demo_db.visits
-        for e in (*v.pages, *v.conversions, *v.microconversions)
-        if date_from <= e.ts.astimezone(tz).date().isoformat() <= date_to
+        for ts in (*(p.ts for p in v.pages), *(c.ts for c in (*v.conversions, *v.microconversions)))
+        if date_from <= ts.astimezone(tz).date().isoformat() <= date_to
     ]
     return max(times).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

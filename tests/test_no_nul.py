@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import overload
 
 import pytest
 import sqlite_utils
@@ -25,12 +26,24 @@ ROLLUPS_AND_EVENTS = [
 ]  # fmt: skip
 
 
-def _clean(value: str | None) -> str | None:
-    return None if value is None else "".join(ch for ch in value if ch != "\x00")
+class _Fix:
+    """A value as given, or (clean) without its NULs."""
+
+    def __init__(self, clean: bool) -> None:
+        self.clean = clean
+
+    @overload
+    def __call__(self, value: str) -> str: ...
+    @overload
+    def __call__(self, value: str | None) -> str | None: ...
+    def __call__(self, value: str | None) -> str | None:
+        if value is None or not self.clean:
+            return value
+        return "".join(ch for ch in value if ch != "\x00")
 
 
 def _visits(clean: bool) -> list[Visit]:
-    fix = _clean if clean else (lambda v: v)
+    fix = _Fix(clean)
     start = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
     out = []
     for i in range(64):
