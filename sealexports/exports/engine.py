@@ -320,7 +320,12 @@ def _estimate(req: ExportRequest, n: int, sync_row_limit: int, *, exact: bool) -
     per_row = (req.type.json_row_bytes if json_like else req.type.csv_row_bytes) * formats.size_factor(
         req.format, req.compression
     )
-    size = math.ceil(n * per_row) + len(",".join(req.type.header)) + 2
+    size = (
+        math.ceil(n * per_row)
+        + len(",".join(req.type.header))
+        + 2
+        + formats.FORMATS[req.format].overhead_bytes
+    )
     return Estimate(
         estimated_rows=n,
         estimated_size_bytes=size,

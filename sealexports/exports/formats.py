@@ -23,6 +23,7 @@ class Format:
     compressible: bool  # text written as chunks: may be gzip'd or zstd'd as it is written
     size_factor: float  # estimated bytes per row, times the CSV row's (JSON for ndjson)
     max_rows: int = 0  # data rows a file can hold (0: no limit)
+    overhead_bytes: int = 0  # what a file has whatever its rows (a zip's parts, a footer)
     description: str = ""
 
 
@@ -31,7 +32,7 @@ class Compression:
     name: str
     suffix: str  # appended to the format's extension: .csv.gz
     media_type: str
-    size_factor: float  # compressed size over plain, measured on demo exports (about)
+    size_factor: float  # compressed size over plain CSV, measured on demo exports (about)
 
 
 FORMATS: dict[str, Format] = {
@@ -47,6 +48,7 @@ FORMATS: dict[str, Format] = {
             False,
             0.45,
             max_rows=XLSX_MAX_ROWS - 1,
+            overhead_bytes=5_000,
             description="one sheet, bold frozen header",
         ),
         Format(
@@ -54,7 +56,8 @@ FORMATS: dict[str, Format] = {
             "parquet",
             "application/vnd.apache.parquet",
             False,
-            0.3,
+            0.15,
+            overhead_bytes=3_000,
             description="typed columns, row groups (needs the parquet extra: pyarrow)",
         ),
     )
@@ -64,8 +67,8 @@ COMPRESSIONS: dict[str, Compression] = {
     c.name: c
     for c in (
         Compression("none", "", "", 1.0),
-        Compression("gzip", ".gz", "application/gzip", 0.2),
-        Compression("zstd", ".zst", "application/zstd", 0.18),
+        Compression("gzip", ".gz", "application/gzip", 0.12),
+        Compression("zstd", ".zst", "application/zstd", 0.14),
     )
 }
 
@@ -125,7 +128,11 @@ def from_file_name(name: str) -> tuple[str | None, str | None]:
 
 
 def size_factor(fmt: str, compression: str) -> float:
-    return FORMATS[fmt].size_factor * COMPRESSIONS[compression].size_factor
+    """Estimated bytes per row over the format's plain text row (CSV's, JSON's for ndjson)."""
+    ratio = COMPRESSIONS[compression].size_factor
+    if compression != "none" and fmt in ("json", "ndjson"):
+        ratio *= 0.6  # the keys repeated on every row compress away
+    return FORMATS[fmt].size_factor * ratio
 
 
 def check_rows(fmt: str, rows: int) -> None:
