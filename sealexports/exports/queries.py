@@ -73,13 +73,13 @@ def event_row_query(req: ExportRequest) -> str:
 
 
 def event_line_query(req: ExportRequest) -> Query:
-    """Raw events formatted by SQLite, as (text, tail, id); text and tail as UTF-8 bytes.
+    """Raw events formatted by SQLite as UTF-8 bytes: (object,) for JSON, (head, tail, id) for CSV.
 
-    JSON: text is the row's object, tail is ''. CSV: text is every field before the last, each
-    followed by ',' and not quoted (the caller checks a chunk at once for characters that need
-    quoting or a formula guard); tail is the last field (properties, JSON text) already quoted,
-    since it nearly always needs it. printf ends a value at a NUL: stored text holds none
-    (migration m015, `storage.visits.insert_visits`).
+    head is every field before the last, each followed by ',' and not quoted (the caller checks
+    a chunk at once for characters that need quoting or a formula guard); tail is the last field
+    (properties, JSON text) already quoted, since it nearly always needs it, and CRLF. The fewer
+    Python objects a row makes, the less the exporting thread holds the GIL. printf ends a value
+    at a NUL: stored text holds none (migration m015, `storage.visits.insert_visits`).
     """
     t = req.type
     exprs = _event_columns(req)
@@ -88,7 +88,7 @@ def event_line_query(req: ExportRequest) -> Query:
             f"'{c.name}', " + (f"json({expr})" if c.kind == "json" else expr)
             for c, expr in zip(t.columns, exprs, strict=True)
         ]
-        select = f"CAST(json_object({', '.join(pairs)}) AS BLOB), ''"
+        select = f"CAST(json_object({', '.join(pairs)}) AS BLOB)"
     else:
         *head, last = exprs
         # One printf per row is twice as fast as concatenating; it prints NULL as ''.
@@ -99,9 +99,12 @@ def event_line_query(req: ExportRequest) -> Query:
         tail = (
             f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
         )
-        select = f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB)"
+        select = (
+            f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), "
+            f"CAST({tail} || char(13, 10) AS BLOB), id"
+        )
     where, params = _range(req, t.key)
-    return f"SELECT {select}, id FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
+    return f"SELECT {select} FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
 
 
 # Fields that mean the same on a visit and on each of its events: a condition on them keeps or
