@@ -112,7 +112,7 @@ def silent_option(f: F) -> F:
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite database file.")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, db: str | None) -> None:
-    """Bulk exports of web analytics data (CSV or JSON) from one SQLite file.
+    """Bulk exports of web analytics data (CSV, JSON, NDJSON, XLSX, Parquet) from one SQLite file.
 
     \b
     Example:
