@@ -77,8 +77,8 @@ def event_line_query(req: ExportRequest) -> Query:
 
     head is every field before the last, each followed by ',' and not quoted (the caller checks
     a chunk at once for characters that need quoting or a formula guard); tail is the last field
-    (properties, JSON text) already quoted, since it nearly always needs it, and CRLF. The fewer
-    Python objects a row makes, the less the exporting thread holds the GIL. printf ends a value
+    (properties, JSON text) already quoted, since it nearly always needs it. The fewer Python
+    objects a row makes, the less the exporting thread holds the GIL. printf ends a value
     at a NUL: stored text holds none (migration m015, `storage.visits.insert_visits`).
     """
     t = req.type
@@ -100,8 +100,7 @@ def event_line_query(req: ExportRequest) -> Query:
             f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
         )
         select = (
-            f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), "
-            f"CAST({tail} || char(13, 10) AS BLOB), id"
+            f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB), id"
         )
     where, params = _range(req, t.key)
     return f"SELECT {select} FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
