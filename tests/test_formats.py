@@ -491,3 +491,17 @@ def test_parquet_without_pyarrow_is_refused_saying_which_extra(
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "sealexports[parquet]" in error
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_downloads_ignore_accept_encoding(make: ApiFactory, template: Template) -> None:
+    """The file as stored, whatever Accept-Encoding says: its Content-Length, ETag and byte ranges
+    describe the bytes sent (README: why no on-the-fly gzip)."""
+    api = make(template)
+    job = api.created(api.body("conversions", format="ndjson"))["job"]
+    plain = api.download(job["download_url"])
+    url = job["download_url"].removeprefix("http://testserver.local")
+    asked = api.client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert asked.status_code == 200
+    assert "content-encoding" not in asked.headers
+    assert asked.headers["content-length"] == str(len(plain.content)) == str(job["file_size_bytes"])
+    assert asked.content == plain.content
