@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any
 
 from sealexports.errors import NotFound
@@ -45,6 +46,14 @@ class Endpoint:
         )
 
 
+class DeliveryStatus(StrEnum):
+    """A webhook delivery's status: due or waiting for a retry, then delivered or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class Delivery:
     id: int
@@ -55,13 +64,16 @@ class Delivery:
     job: str | None  # JSON
     body: str | None
     created_at: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: float
     lease_owner: str | None
     lease_expires_at: float | None
     last_status_code: int | None
     last_error: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", DeliveryStatus(self.status))
 
 
 @dataclass(frozen=True)
@@ -204,9 +216,9 @@ def claim_due(conn: sqlite3.Connection, owner: str, now: float, lease_until: flo
     until `lease_until`: one write transaction, so two processes never send the same attempt."""
     with transaction(conn):
         row = conn.execute(
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
+            "SELECT id FROM webhook_deliveries WHERE status = ? AND next_attempt_at <= ? "
             "AND (lease_expires_at IS NULL OR lease_expires_at < ?) ORDER BY next_attempt_at, id LIMIT 1",
-            [now, now],
+            [DeliveryStatus.PENDING, now, now],
         ).fetchone()
         if row is None:
             return None
@@ -231,7 +243,7 @@ def record_attempt(
     delivery: Delivery,
     owner: str,
     attempt: Attempt,
-    status: str,
+    status: DeliveryStatus,
     next_attempt_at: float,
 ) -> bool:
     """The attempt, and the delivery's new state, in one transaction; only under `owner`'s lease
@@ -240,8 +252,16 @@ def record_attempt(
         cur = conn.execute(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
             "last_status_code = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = ? AND lease_owner = ? AND status = 'pending'",
-            [status, next_attempt_at, attempt.status_code, attempt.error, delivery.id, owner],
+            "WHERE id = ? AND lease_owner = ? AND status = ?",
+            [
+                status,
+                next_attempt_at,
+                attempt.status_code,
+                attempt.error,
+                delivery.id,
+                owner,
+                DeliveryStatus.PENDING,
+            ],
         )
         if cur.rowcount != 1:
             return False
@@ -258,7 +278,7 @@ def give_up(conn: sqlite3.Connection, delivery: Delivery, owner: str, reason: st
     """End a claimed delivery without sending it."""
     with transaction(conn):
         conn.execute(
-            "UPDATE webhook_deliveries SET status = 'failed', last_error = ?, lease_owner = NULL, "
+            "UPDATE webhook_deliveries SET status = ?, last_error = ?, lease_owner = NULL, "
             "lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
-            [reason, delivery.id, owner],
+            [DeliveryStatus.FAILED, reason, delivery.id, owner],
         )

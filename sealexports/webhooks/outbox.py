@@ -79,12 +79,12 @@ def attempt(
     delivery: store.Delivery,
     now: Callable[[], float] = time.time,
     send: Poster = post,
-) -> str:
-    """One attempt at a claimed delivery; its new status."""
+) -> store.DeliveryStatus | None:
+    """One attempt at a claimed delivery; its new status (None: our lease ran out meanwhile)."""
     endpoint = store.endpoint_by_rowid(conn, delivery.endpoint_id)
     if endpoint.disabled_at is not None:
         store.give_up(conn, delivery, owner, f"the endpoint was disabled: {endpoint.disabled_reason}")
-        return "failed"
+        return store.DeliveryStatus.FAILED
     body = delivery.body
     if body is None:
         body = body_of(delivery, endpoint, public_base(settings))
@@ -109,20 +109,20 @@ def attempt(
     code = response.status_code
     retry = not blocked and (code is None or code >= 500 or code in RETRY_STATUSES)
     if code is not None and 200 <= code < 300:
-        status, next_at = "delivered", 0.0
+        status, next_at = store.DeliveryStatus.DELIVERED, 0.0
     elif retry and number < MAX_ATTEMPTS:
-        status, next_at = "pending", started + RETRY_DELAYS[number - 1]
+        status, next_at = store.DeliveryStatus.PENDING, started + RETRY_DELAYS[number - 1]
     else:
-        status, next_at = "failed", 0.0
-    error = response.error or (None if status == "delivered" else f"HTTP {code}")
+        status, next_at = store.DeliveryStatus.FAILED, 0.0
+    error = response.error or (None if status == store.DeliveryStatus.DELIVERED else f"HTTP {code}")
     record = store.Attempt(number, _iso(started), code, error, round(response.duration_ms, 1))
     if not store.record_attempt(conn, delivery, owner, record, status, next_at):
-        return "lost"  # our lease ran out meanwhile: another process has the delivery
+        return None  # our lease ran out meanwhile: another process has the delivery
     if code == 410:
         store.disable_endpoint(conn, endpoint.id, f"the receiver answered 410 Gone on {_iso(started)}")
         log.warning("webhook endpoint %s answered 410 Gone: disabled", endpoint.endpoint_id)
     log.log(
-        logging.INFO if status == "delivered" else logging.WARNING,
+        logging.INFO if status == store.DeliveryStatus.DELIVERED else logging.WARNING,
         "webhook %s %s to %s: attempt %d, %s",
         delivery.event_type, delivery.delivery_id, endpoint.endpoint_id, number, error or f"HTTP {code}",
     )  # fmt: skip
