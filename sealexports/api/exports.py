@@ -3,22 +3,20 @@ thread, and formats: no SQL and no rules here."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.enums import HttpMethod
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
 from sealexports.api.files import file_response, representation
-from sealexports.api.params import AccountId, SiteId, site_of
+from sealexports.api.params import provide_site
 from sealexports.api.schemas import (
     FORMAT_NAMES,
     CreateOut,
@@ -31,12 +29,10 @@ from sealexports.api.schemas import (
 )
 from sealexports.api.threads import bridge, in_thread, request_deadline
 from sealexports.errors import TooLarge
-from sealexports.exports import engine
 from sealexports.exports.request import ExportRequest, build_request
-from sealexports.jobs import idempotency, service, view
+from sealexports.jobs import service, view
 from sealexports.services import Services
-from sealexports.storage import export_jobs
-from sealexports.storage.accounts import Account, Site
+from sealexports.storage.accounts import Site
 from sealexports.storage.export_jobs import JobRecord, Status
 
 JobId = Annotated[str, Parameter(description="The job's UUID (job_id).")]
@@ -107,56 +103,20 @@ def _create_out(services: Services, started: service.Started, request: Req) -> C
     return CreateOut(job=out, estimate=estimate, message=message, warnings=started.warnings)
 
 
-def _once(
-    services: Services,
-    site: Site,
-    req: ExportRequest,
-    key: str,
-    data: ExportBody,
-    create: Callable[[Callable[[str], None]], CreateOut],
-    request: Req,
+def _created(
+    services: Services, answered: service.Answered, request: Req, *, idempotent: bool
 ) -> Response[Any]:
-    """`create` once per Idempotency-Key (`jobs.idempotency`): a replay answers the first body
-    again, its job as it is now."""
-    settings = services.settings
-
-    def first(made: Callable[[str], None]) -> tuple[str, str]:
-        out = create(made)
-        return out.job.job_id, msgspec.json.encode(out).decode()
-
-    outcome = idempotency.run_once(
-        services.db.get(),
-        site.account.id,
-        key,
-        idempotency.fingerprint(site.site_id, msgspec.to_builtins(data)),
-        first,
-        wait_seconds=settings.query_timeout_seconds,
-        stale_seconds=2 * settings.query_timeout_seconds + 60,
-    )
-    job = export_jobs.find_job(services.db.get(), outcome.job_id) if outcome.replayed else None
-    if outcome.response is None:  # its first request died after making the job: that job
-        conn = services.db.get()
-        job = export_jobs.get_job(conn, outcome.job_id)
-        est = engine.estimate(conn, req, settings.sync_row_limit)
-        poll = _job_url(services, job, request)
-        body = msgspec.to_builtins(
-            CreateOut(
-                job=job_out(services, job, request),
-                estimate=_estimate_out(service.Estimated(est, [])),
-                message=f"Export job created. Poll GET {poll} until it completes.",
-            )
-        )
-    else:
-        body = json.loads(outcome.response)
-    if job is not None:  # the same answer, its job as it is now
-        body["job"] = msgspec.to_builtins(job_out(services, job, request))
-    headers = {"Idempotent-Replayed": "true" if outcome.replayed else "false"}
+    body = answered.body
+    if answered.job is not None:  # a replay: the same answer, its job as it is now
+        body = {**body, "job": msgspec.to_builtins(job_out(services, answered.job, request))}
+    headers = {"Idempotent-Replayed": "true" if answered.replayed else "false"} if idempotent else {}
     return Response(body, status_code=201, headers=headers)
 
 
 class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
+    dependencies = {"site": Provide(provide_site, sync_to_thread=True)}  # noqa: RUF012 (Litestar's own pattern)
 
     @post(
         "/",
@@ -169,10 +129,8 @@ class ExportsController(Controller):
         self,
         request: Req,
         data: JSONBody[ExportBody],
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(
@@ -188,16 +146,16 @@ class ExportsController(Controller):
         deadline = request_deadline(services)
 
         def work() -> Response[Any]:
-            site = site_of(services, account, site_id, account_id)
-            req = _request(services, site, data)
-
-            def create(made: Callable[[str], None] | None = None) -> CreateOut:
-                started = service.start_export(services, site, req, deadline, made=made)
-                return _create_out(services, started, request)
-
-            if idempotency_key is None:
-                return Response(create(), status_code=201)
-            return _once(services, site, req, idempotency_key, data, create, request)
+            answered = service.create_export(
+                services,
+                site,
+                _request(services, site, data),
+                deadline,
+                lambda started: msgspec.to_builtins(_create_out(services, started, request)),
+                key=idempotency_key,
+                body=msgspec.to_builtins(data),
+            )
+            return _created(services, answered, request, idempotent=idempotency_key is not None)
 
         return await in_thread(work, deadline, request.receive)
 
@@ -212,16 +170,13 @@ class ExportsController(Controller):
         self,
         request: Req,
         data: JSONBody[ExportBody],
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
     ) -> EstimateOut:
         """Rows, bytes and time an export would take, without creating a job."""
         deadline = request_deadline(services)
 
         def work() -> service.Estimated:
-            site = site_of(services, account, site_id, account_id)
             return service.estimate(services, site, _request(services, site, data), deadline)
 
         return _estimate_out(await in_thread(work, deadline, request.receive))
@@ -230,10 +185,8 @@ class ExportsController(Controller):
     async def list(
         self,
         request: Req,
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
         limit: Annotated[int, Parameter(ge=1, le=100, description="Max results (1-100).")] = 20,
         # Bounded: past SQLite's integer range a huge offset was a 500 (OverflowError).
         offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="Skip this many results.")] = 0,
@@ -243,7 +196,6 @@ class ExportsController(Controller):
         deadline = request_deadline(services)
 
         def work() -> ListOut:
-            site = site_of(services, account, site_id, account_id)
             jobs, total = service.list_jobs(
                 services, site, deadline, limit=limit, offset=offset, include_expired=include_expired
             )
@@ -258,15 +210,12 @@ class ExportsController(Controller):
         self,
         request: Req,
         job_id: JobId,
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
     ) -> JobOut:
         """The job object, as in the create response."""
 
         def work() -> JobOut:
-            site = site_of(services, account, site_id, account_id)
             return job_out(services, service.site_job(services, site, job_id), request)
 
         return await anyio.to_thread.run_sync(work)
@@ -281,15 +230,12 @@ class ExportsController(Controller):
     def manifest(
         self,
         job_id: JobId,
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
     ) -> ManifestOut:
         """What was asked (type, dates, filters, format), the site's time zone, the columns and
         their types, and the file's rows, bytes and SHA-256, when it was generated and how fresh
         its data was. 409 until the job has completed."""
-        site = site_of(services, account, site_id, account_id)
         return msgspec.convert(service.job_manifest(services, site, job_id), ManifestOut)
 
     @delete(
@@ -303,14 +249,12 @@ class ExportsController(Controller):
     def remove(
         self,
         job_id: JobId,
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
     ) -> None:
         """Pending: never runs. Generating: stops and leaves no file. Completed: its file is
         deleted. Afterwards the job is gone (404) and its download link dead."""
-        service.delete_job(services, site_of(services, account, site_id, account_id), job_id)
+        service.delete_job(services, site, job_id)
 
     @route(
         "/download/{download_token:str}",
@@ -347,16 +291,13 @@ class ExportsController(Controller):
         self,
         request: Req,
         data: JSONBody[ExportBody],
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
-        site_id: SiteId = None,
-        account_id: AccountId = None,
     ) -> Stream:
         """The file itself, for exports under the sync row limit; 413 at or over it."""
         deadline = request_deadline(services)
 
         def start() -> service.ExportStream:
-            site = site_of(services, account, site_id, account_id)
             try:
                 return service.open_stream(services, _request(services, site, data), deadline)
             except TooLarge as e:

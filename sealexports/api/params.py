@@ -30,6 +30,10 @@ def site_slug(site_id: str | None, account_id: str | None) -> str:
     return slug
 
 
-def site_of(services: Services, account: Account, site_id: str | None, account_id: str | None) -> Site:
-    """The site the request names, if the key may use it (a read: call it off the event loop)."""
+def provide_site(
+    services: Services, account: Account, site_id: SiteId = None, account_id: AccountId = None
+) -> Site:
+    """The site the request names, if the key may use it: the `site` dependency, whose query
+    parameters (site_id, account_id) every handler taking it documents. A read: provided on a
+    worker thread."""
     return site_for(services.db.get(), site_slug(site_id, account_id), account)

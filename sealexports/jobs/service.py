@@ -8,6 +8,7 @@ shell calls them on a worker thread, under the request's deadline) and returns l
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from sealexports.errors import Expired, NotFound, TooLarge
 from sealexports.exports import engine, formats, manifest, values
 from sealexports.exports.request import ExportRequest
-from sealexports.jobs import lifecycle
+from sealexports.jobs import idempotency, lifecycle
 from sealexports.jobs.runner import request_for, run_export
 from sealexports.services import Services
 from sealexports.storage import export_jobs
@@ -49,6 +50,16 @@ class Estimated:
 
     estimate: engine.Estimate
     warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A create under an Idempotency-Key: `body`, the answer (a replay: the first request's);
+    `job`, on a replay, the job as it is now, to show in place of the one `body` was made with."""
+
+    body: dict[str, Any]
+    job: export_jobs.JobRecord | None
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,46 @@ def start_export(
     if job.status == Status.PENDING:  # stopped by a disconnect or a shutdown: a worker finishes it
         services.queue.enqueue(job.job_id)
     return Started(job, est, warnings, background=False)
+
+
+def create_export(
+    services: Services,
+    site: Site,
+    req: ExportRequest,
+    deadline: Deadline,
+    answer: Callable[[Started], dict[str, Any]],
+    *,
+    key: str | None = None,
+    body: Any = None,
+) -> Answered:
+    """`start_export`, its answer made by `answer`. With an Idempotency-Key `key`: once per
+    account and key (`jobs.idempotency`), the answer kept for replays; `body`, the request's
+    own, tells a retry from another request under the same key. A key whose first request died
+    after making its job is answered by that job, as a background one."""
+    if key is None:
+        return Answered(answer(start_export(services, site, req, deadline)), None, replayed=False)
+    settings = services.settings
+
+    def first(made: Callable[[str], None]) -> tuple[str, str]:
+        started = start_export(services, site, req, deadline, made=made)
+        return started.job.job_id, json.dumps(answer(started))
+
+    outcome = idempotency.run_once(
+        services.db.get(),
+        site.account.id,
+        key,
+        idempotency.fingerprint(site.site_id, body),
+        first,
+        wait_seconds=settings.query_timeout_seconds,
+        stale_seconds=2 * settings.query_timeout_seconds + 60,
+    )
+    conn = services.db.get()
+    if outcome.response is None:
+        job = export_jobs.get_job(conn, outcome.job_id)
+        est = engine.estimate(conn, req, settings.sync_row_limit)
+        return Answered(answer(Started(job, est, [], background=True)), None, replayed=True)
+    now = export_jobs.find_job(conn, outcome.job_id) if outcome.replayed else None
+    return Answered(json.loads(outcome.response), now, outcome.replayed)
 
 
 def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> ExportStream:
