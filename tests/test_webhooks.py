@@ -231,7 +231,7 @@ def test_a_crashed_attempt_is_taken_over_after_its_lease_with_the_same_delivery(
         (r,) = rx.wait_for(1)
     assert r.headers["X-Sealexports-Delivery"] == dead.delivery_id
     assert not store.record_attempt(  # the dead owner's late write is refused
-        conn, dead, "dead:1:x", store.Attempt(1, "x", 200, None, 1.0), "delivered", 0
+        conn, dead, "dead:1:x", store.Attempt(1, "x", 200, None, 1.0), store.DeliveryStatus.DELIVERED, 0
     )
     assert [(d.status, d.attempts) for d in store.list_deliveries(conn)] == [("delivered", 1)]
     conn.close()
