@@ -156,6 +156,19 @@ def duckdb_read(path: Path, fmt: str) -> tuple[list[str], list[tuple[Any, ...]],
     return types, rows, props
 
 
+def _refused_export(api: Api, export_type: str, output: str) -> str:
+    """`sealexports export` of the site's data to `output` in the working directory, expected to
+    fail: its one Error: line."""
+    args = [
+        "--db", str(api.settings.database), "export", "--site", api.site_id, "--type", export_type,
+        "--from", api.date_from, "--to", api.date_to, "-o", output,
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code != 0
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    return error
+
+
 def _plain(path: Path) -> tuple[str, bytes]:
     name = path.name
     compression = "gzip" if name.endswith(".gz") else "zstd" if name.endswith(".zst") else "none"
@@ -399,14 +412,7 @@ def test_xlsx_over_excels_rows_is_refused_before_any_work(
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.chdir(out)
-    args = [
-        "--db", str(api.settings.database), "export", "--site", api.site_id, "--type", "conversions",
-        "--from", api.date_from, "--to", api.date_to, "-o", "x.xlsx",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert result.exit_code != 0
-    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert "an xlsx sheet holds at most" in error
+    assert "an xlsx sheet holds at most" in _refused_export(api, "conversions", "x.xlsx")
     assert list(out.iterdir()) == []
     # At the limit it is written.
     monkeypatch.setitem(formats.FORMATS, "xlsx", replace(formats.FORMATS["xlsx"], max_rows=rows))
@@ -482,14 +488,7 @@ def test_parquet_without_pyarrow_is_refused_saying_which_extra(
     assert api.list().json()["total"] == 0 and api.files() == []
     assert api.stream(api.body("sources", format="xlsx")).status_code == 200  # the rest still works
     monkeypatch.chdir(tmp_path)
-    args = [
-        "--db", str(api.settings.database), "export", "--site", api.site_id, "--type", "sources",
-        "--from", api.date_from, "--to", api.date_to, "-o", "x.parquet",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert result.exit_code != 0
-    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert "sealexports[parquet]" in error
+    assert "sealexports[parquet]" in _refused_export(api, "sources", "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
 
 
