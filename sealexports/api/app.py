@@ -114,7 +114,10 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="sealexports",
             version=__version__,
-            description="Self-hosted Sealmetrics Data Exports API: bulk CSV/JSON exports of analytics data.",
+            description=(
+                "Self-hosted Sealmetrics Data Exports API: bulk CSV, JSON, NDJSON, Excel or Parquet "
+                "exports of analytics data."
+            ),
             path="/schema",
             render_plugins=[LocalSwaggerPlugin()],
             servers=[Server(url=settings.root_path or "/")],
