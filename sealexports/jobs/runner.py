@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,10 @@ from sealexports.tokens import DownloadTokens
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+# The nice value of a worker thread while it runs exports. Measured: with two threads exporting
+# in a loop on two busy cores, an asyncio server's polls went from 0.40-0.72 of its no-export
+# rate (p99 24-55 ms) to 0.95-1.2 (p99 13 ms), the exports still writing 67-100% as many rows.
+WORKER_NICE = 10
 
 
 class _Stopping(Exception):
@@ -67,6 +73,7 @@ def run_next(
 ) -> str | None:
     """Claim the next pending job in the fair order (see `export_jobs.claim_next`) and run it; its id,
     or None if no job was waiting."""
+    yield_cpu_to_requests()
     now = time.time()
     job = export_jobs.claim_next(conn, lease.owner, now, lease.until(now))
     if job is None:
@@ -74,6 +81,21 @@ def run_next(
     with logs.context(job_id=job.job_id, site=job.site_id, type=job.export_type):
         _run(conn, exports_dir, tokens, job, lease.owner, stopping, deadline, formula_guard)
     return job.job_id
+
+
+def yield_cpu_to_requests() -> None:
+    """Give this thread (a worker's: exports only) a lower CPU priority than the threads that
+    answer requests, so that on busy cores the event loop runs first and polls stay quick while
+    exports run. Linux only: there a thread has its own nice value (elsewhere setpriority would
+    lower the whole process). Raising it back needs privileges, so the thread keeps it."""
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < WORKER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, WORKER_NICE)
+    except OSError:  # not allowed here (a sandbox): run at the priority we have
+        log.debug("could not lower the worker thread's priority", exc_info=True)
 
 
 def run_export(
