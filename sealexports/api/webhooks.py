@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta
 
@@ -78,6 +78,11 @@ def _account_wide(account: Account) -> int:
     return account.id
 
 
+def provide_endpoint(webhook_id: EndpointId, account: Account, services: Services) -> store.Endpoint:
+    """The `endpoint` dependency: the account's endpoint the path names (a read: on a worker thread)."""
+    return store.get_endpoint(services.db.get(), webhook_id, account_id=_account_wide(account))
+
+
 def _out(e: store.Endpoint) -> WebhookOut:
     status = "disabled" if e.disabled_at else "active"
     return WebhookOut(e.endpoint_id, e.url, e.event_list, status, e.disabled_reason, e.created_at)
@@ -96,6 +101,7 @@ def _delivery_out(services: Services, d: store.Delivery) -> DeliveryOut:
 class WebhooksController(Controller):
     path = "/api/v1/webhooks"
     tags = ("webhooks",)
+    dependencies = {"endpoint": Provide(provide_endpoint, sync_to_thread=True)}  # noqa: RUF012 (Litestar's own pattern)
 
     @get("/", sync_to_thread=True, summary="List webhook endpoints", operation_id="listWebhooks",
          responses=openapi.WEBHOOK)  # fmt: skip
@@ -119,46 +125,36 @@ class WebhooksController(Controller):
 
     @delete("/{webhook_id:str}", status_code=204, sync_to_thread=True, summary="Remove a webhook endpoint",
             operation_id="deleteWebhook", responses=openapi.WEBHOOK)  # fmt: skip
-    def remove(
-        self, webhook_id: EndpointId, account: NamedDependency[Account], services: NamedDependency[Services]
-    ) -> None:
+    def remove(self, endpoint: NamedDependency[store.Endpoint], services: NamedDependency[Services]) -> None:
         """The endpoint goes, with its pending deliveries and its history."""
-        conn = services.db.get()
-        store.remove_endpoint(conn, store.get_endpoint(conn, webhook_id, account_id=_account_wide(account)))
+        store.remove_endpoint(services.db.get(), endpoint)
 
     @post("/{webhook_id:str}/test", status_code=202, sync_to_thread=True, summary="Send a test event",
           operation_id="testWebhook", responses=openapi.WEBHOOK)  # fmt: skip
     def test(
-        self, webhook_id: EndpointId, account: NamedDependency[Account], services: NamedDependency[Services]
+        self, endpoint: NamedDependency[store.Endpoint], services: NamedDependency[Services]
     ) -> DeliveryOut:
         """Queue a webhook.test delivery (the workers send it)."""
-        conn = services.db.get()
-        endpoint = store.get_endpoint(conn, webhook_id, account_id=_account_wide(account))
-        return _delivery_out(services, endpoints.send_test(conn, endpoint))
+        return _delivery_out(services, endpoints.send_test(services.db.get(), endpoint))
 
     @post("/{webhook_id:str}/rotate", status_code=200, sync_to_thread=True, summary="Rotate the secret",
           operation_id="rotateWebhookSecret", responses=openapi.WEBHOOK)  # fmt: skip
     def rotate(
-        self, webhook_id: EndpointId, account: NamedDependency[Account], services: NamedDependency[Services]
+        self, endpoint: NamedDependency[store.Endpoint], services: NamedDependency[Services]
     ) -> SecretOut:
         """A new signing secret (shown once); the old one also signs for 24 hours."""
-        conn = services.db.get()
-        endpoint = store.get_endpoint(conn, webhook_id, account_id=_account_wide(account))
-        return SecretOut(endpoint.endpoint_id, endpoints.rotate(conn, endpoint))
+        return SecretOut(endpoint.endpoint_id, endpoints.rotate(services.db.get(), endpoint))
 
     @get("/{webhook_id:str}/deliveries", sync_to_thread=True, summary="An endpoint's deliveries",
          operation_id="listWebhookDeliveries", responses=openapi.WEBHOOK)  # fmt: skip
     def deliveries(
         self,
-        webhook_id: EndpointId,
-        account: NamedDependency[Account],
+        endpoint: NamedDependency[store.Endpoint],
         services: NamedDependency[Services],
         limit: Annotated[int, Parameter(ge=1, le=1000, description="At most this many, newest first.")] = 100,
     ) -> DeliveriesOut:
         """The endpoint's deliveries, newest first, each with every attempt (status, response time)."""
-        conn = services.db.get()
-        endpoint = store.get_endpoint(conn, webhook_id, account_id=_account_wide(account))
-        found = store.list_deliveries(conn, endpoint=endpoint, limit=limit)
+        found = store.list_deliveries(services.db.get(), endpoint=endpoint, limit=limit)
         return DeliveriesOut([_delivery_out(services, d) for d in found])
 
     @post("/deliveries/{delivery_id:str}/replay", status_code=202, sync_to_thread=True,
