@@ -34,8 +34,9 @@ from sealexports.tokens import DownloadTokens
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 # The nice value of a worker thread while it runs exports. Measured: with two threads exporting
-# in a loop on two busy cores, an asyncio server's polls went from 0.40-0.72 of its no-export
-# rate (p99 24-55 ms) to 0.95-1.2 (p99 13 ms), the exports still writing 67-100% as many rows.
+# in a loop on two busy cores, an asyncio server's polls went from a median 0.60 of its
+# no-export rate (0.39-1.03, p99 12-55 ms) to 1.02 (0.86-1.19, p99 12-17 ms), six rounds each;
+# the exports still wrote 67-100% as many rows.
 WORKER_NICE = 10
 
 
