@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta
 
@@ -64,6 +64,16 @@ class RunOut(msgspec.Struct):
     site_id: str
 
 
+def provide_site(site_id: SiteId, account: Account, services: Services) -> Site:
+    """The `site` dependency: the site the query names, if the key may use it."""
+    return site_for(services.db.get(), site_id, account)
+
+
+def provide_schedule(schedule_id: ScheduleId, site: Site, services: Services) -> store.Schedule:
+    """The `schedule` dependency: the site's schedule the path names."""
+    return store.get_schedule(services.db.get(), schedule_id, site_id=site.site_id)
+
+
 def _out(services: Services, site: Site, s: store.Schedule) -> ScheduleOut:
     at = datetime.fromtimestamp(s.next_run_at, UTC)
     last = store.runs_of(services.db.get(), s, limit=1)
@@ -78,14 +88,16 @@ def _out(services: Services, site: Site, s: store.Schedule) -> ScheduleOut:
 class SchedulesController(Controller):
     path = "/api/v1/schedules"
     tags = ("schedules",)
+    # Reads: provided on a worker thread.
+    dependencies = {  # noqa: RUF012 (Litestar's own pattern)
+        "site": Provide(provide_site, sync_to_thread=True),
+        "schedule": Provide(provide_schedule, sync_to_thread=True),
+    }
 
     @get("/", sync_to_thread=True, summary="List a site's schedules", operation_id="listSchedules",
          responses=openapi.SCHEDULE)  # fmt: skip
-    def list(
-        self, site_id: SiteId, account: NamedDependency[Account], services: NamedDependency[Services]
-    ) -> SchedulesOut:
+    def list(self, site: NamedDependency[Site], services: NamedDependency[Services]) -> SchedulesOut:
         """The site's recurring exports, with their next run."""
-        site = site_for(services.db.get(), site_id, account)
         return SchedulesOut(
             [_out(services, site, s) for s in store.list_schedules(services.db.get(), site_id=site.site_id)]
         )
@@ -95,13 +107,11 @@ class SchedulesController(Controller):
     def create(
         self,
         data: JSONBody[ScheduleIn],
-        site_id: SiteId,
-        account: NamedDependency[Account],
+        site: NamedDependency[Site],
         services: NamedDependency[Services],
     ) -> ScheduleOut:
         """A new schedule: each run an ordinary export job, with the same limits and webhooks."""
         conn = services.db.get()
-        site = site_for(conn, site_id, account)
         if data.deliver_to_dir is not None:  # a key may not choose where the server writes
             raise InvalidRequest(
                 "deliver_to_dir writes on the server's disk: only the operator sets it "
@@ -118,28 +128,16 @@ class SchedulesController(Controller):
 
     @delete("/{schedule_id:str}", status_code=204, sync_to_thread=True, summary="Remove a schedule",
             operation_id="deleteSchedule", responses=openapi.SCHEDULE)  # fmt: skip
-    def remove(
-        self, schedule_id: ScheduleId, site_id: SiteId, account: NamedDependency[Account],
-        services: NamedDependency[Services],
-    ) -> None:  # fmt: skip
+    def remove(self, schedule: NamedDependency[store.Schedule], services: NamedDependency[Services]) -> None:
         """The schedule goes; the jobs it made stay."""
-        conn = services.db.get()
-        site = site_for(conn, site_id, account)
-        store.remove_schedule(conn, store.get_schedule(conn, schedule_id, site_id=site.site_id))
+        store.remove_schedule(services.db.get(), schedule)
 
     @post("/{schedule_id:str}/run", status_code=202, sync_to_thread=True, summary="Run a schedule now",
           operation_id="runSchedule", responses=openapi.SCHEDULE)  # fmt: skip
-    def run(
-        self, schedule_id: ScheduleId, site_id: SiteId, account: NamedDependency[Account],
-        services: NamedDependency[Services],
-    ) -> RunOut:  # fmt: skip
+    def run(self, schedule: NamedDependency[store.Schedule], services: NamedDependency[Services]) -> RunOut:
         """A run at once (a pending export job: poll GET /exports/{job_id}); the cadence is unchanged."""
-        conn = services.db.get()
-        site = site_for(conn, site_id, account)
-        run = runs.run_now(
-            conn, services.settings, store.get_schedule(conn, schedule_id, site_id=site.site_id)
-        )
+        run = runs.run_now(services.db.get(), services.settings, schedule)
         if run.job_id is None:
             raise InvalidRequest(run.error or "the run did not start")
         services.queue.enqueue(run.job_id)
-        return RunOut(run.job_id, site.site_id)
+        return RunOut(run.job_id, schedule.site_id)
