@@ -401,7 +401,9 @@ def test_parse_date_takes_exactly_real_calendar_dates(capsys: pytest.CaptureFixt
             outcomes["refused"] += 1
             assert expected is None, value
             assert (
-                e.field == name and name in e.message and e.detail == [{"field": name, "message": e.message}]
+                e.field == name
+                and name in e.message
+                and e.detail == [{"field": name, "line": None, "message": e.message}]
             )
             return
         outcomes["taken"] += 1
