@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from sealexports.errors import InvalidRequest
@@ -31,7 +32,10 @@ def site_slug(site_id: str | None, account_id: str | None) -> str:
 
 
 def provide_site(
-    services: Services, account: Account, site_id: SiteId = None, account_id: AccountId = None
+    services: NamedDependency[Services],
+    account: NamedDependency[Account],
+    site_id: SiteId = None,
+    account_id: AccountId = None,
 ) -> Site:
     """The site the request names, if the key may use it: the `site` dependency, whose query
     parameters (site_id, account_id) every handler taking it documents. A read: provided on a

@@ -64,12 +64,16 @@ class RunOut(msgspec.Struct):
     site_id: str
 
 
-def provide_site(site_id: SiteId, account: Account, services: Services) -> Site:
+def provide_site(
+    site_id: SiteId, account: NamedDependency[Account], services: NamedDependency[Services]
+) -> Site:
     """The `site` dependency: the site the query names, if the key may use it."""
     return site_for(services.db.get(), site_id, account)
 
 
-def provide_schedule(schedule_id: ScheduleId, site: Site, services: Services) -> store.Schedule:
+def provide_schedule(
+    schedule_id: ScheduleId, site: NamedDependency[Site], services: NamedDependency[Services]
+) -> store.Schedule:
     """The `schedule` dependency: the site's schedule the path names."""
     return store.get_schedule(services.db.get(), schedule_id, site_id=site.site_id)
 

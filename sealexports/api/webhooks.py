@@ -78,7 +78,9 @@ def _account_wide(account: Account) -> int:
     return account.id
 
 
-def provide_endpoint(webhook_id: EndpointId, account: Account, services: Services) -> store.Endpoint:
+def provide_endpoint(
+    webhook_id: EndpointId, account: NamedDependency[Account], services: NamedDependency[Services]
+) -> store.Endpoint:
     """The `endpoint` dependency: the account's endpoint the path names (a read: on a worker thread)."""
     return store.get_endpoint(services.db.get(), webhook_id, account_id=_account_wide(account))
 
