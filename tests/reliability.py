@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -29,6 +30,12 @@ class Seeded:
     demo: DemoDB
     key: str
     microconversions: int
+
+    def copy(self, folder: Path) -> Path:
+        """A copy of the seeded database, as folder/sealexports.db, for one test to change."""
+        db = folder / "sealexports.db"
+        shutil.copyfile(self.demo.path, db)
+        return db
 
 
 def seed_heavy(path: Path, *, visits: int = 15_000, days: int = 20, repeat: int = 20) -> Seeded:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -58,12 +57,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed_heavy(tmp_path_factory.mktemp("crash-template") / "crash.db")
 
 
-def copy_db(template: Seeded, tmp_path: Path) -> Path:
-    db = tmp_path / "sealexports.db"
-    shutil.copyfile(template.demo.path, db)
-    return db
-
-
 def check_completed_files(db: Path, exports: Path, expected: Expected, checked: set[str]) -> int:
     """Every completed job's file is whole: its sha256 and size are the recorded ones and those of
     a fresh `engine.chunks`. Checked once per job (a completed file never changes)."""
@@ -83,7 +76,7 @@ def test_sigkill_at_random_moments_loses_and_half_serves_nothing(
     template: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert template.microconversions >= 50_000  # the raw export takes a noticeable time
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     exports = tmp_path / "exports"
     expected = Expected(db)
     rng = random.Random(SEED)
@@ -174,7 +167,7 @@ def test_kill_between_rename_and_commit_leaves_no_stray_file(template: Seeded, t
     """A SIGKILL after `os.replace` but before the `completed` commit leaves a whole file for a
     job the database still calls generating (and temp files of other exports). At restart such a
     job runs again, or fails if that was its last attempt: then its file must go too."""
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     exports = tmp_path / "exports"
     server = live.start(db, tmp_path, env=ENV)
     try:
@@ -219,7 +212,7 @@ def test_kill_between_rename_and_commit_leaves_no_stray_file(template: Seeded, t
 def test_sigterm_while_generating_then_restart_completes_all(
     template: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     exports = tmp_path / "exports"
     expected = Expected(db)
     server = live.start(db, tmp_path, env=ENV)

@@ -52,12 +52,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed_heavy(tmp_path_factory.mktemp("leases-template") / "leases.db")
 
 
-def copy_db(template: Seeded, tmp_path: Path) -> Path:
-    db = tmp_path / "sealexports.db"
-    shutil.copyfile(template.demo.path, db)
-    return db
-
-
 def wait_for(what: Callable[[], bool], timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -86,7 +80,7 @@ def check_all_completed(db: Path, exports: Path) -> list[export_jobs.JobRecord]:
 def test_second_serve_leaves_the_first_ones_running_jobs_alone(template: Seeded, tmp_path: Path) -> None:
     """A second `serve` on the same file used to put the first one's running jobs back to
     pending (running them twice) and delete their temporary files at its start."""
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     exports = tmp_path / "exports"
     first = live.start(db, tmp_path, env=ENV)
     second = None
@@ -122,7 +116,7 @@ def test_sigkilled_workers_jobs_are_taken_over_after_the_lease(
 ) -> None:
     """serve (no workers of its own) + two `sealexports worker` processes share the work; one
     worker is SIGKILLed mid-export: the other takes its jobs over once their lease has run out."""
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     exports = tmp_path / "exports"
     server = live.start(db, tmp_path, env={**ENV, "SEALEXPORTS_WORKERS": "0"})
     workers: list[live.Worker] = []
@@ -231,7 +225,7 @@ def test_fair_claim_one_accounts_queue_does_not_hold_back_another(
     """2 workers; account A queues 10 background jobs, then account B queues 1: B's job starts
     before A's third (huey's own order, first in first out, would run it last). A's jobs take
     about a second each, far longer than queueing them all."""
-    db = copy_db(template, tmp_path)
+    db = template.copy(tmp_path)
     demo = template.demo
     settings = Settings(database=db, exports_dir=tmp_path / "exports", workers=2, sync_row_limit=1)
     conn = connect(db)

@@ -48,9 +48,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 @pytest.fixture
 def db(template: Seeded, tmp_path: Path) -> Path:
-    path = tmp_path / "sealexports.db"
-    shutil.copyfile(template.demo.path, path)
-    return path
+    return template.copy(tmp_path)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
