@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from sealexports.cli import cli
 from tests.apps import Api, ApiFactory, Template
@@ -156,14 +156,19 @@ def duckdb_read(path: Path, fmt: str) -> tuple[list[str], list[tuple[Any, ...]],
     return types, rows, props
 
 
+def _cli_export(db: Path, where: Template | Api, export_type: str, *args: str) -> Result:
+    """`sealexports export` of `where`'s site and dates from `db`, in the working directory."""
+    base = [
+        "--db", str(db), "export", "--site", where.site_id, "--type", export_type,
+        "--from", where.date_from, "--to", where.date_to,
+    ]  # fmt: skip
+    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+
+
 def _refused_export(api: Api, export_type: str, output: str) -> str:
     """`sealexports export` of the site's data to `output` in the working directory, expected to
     fail: its one Error: line."""
-    args = [
-        "--db", str(api.settings.database), "export", "--site", api.site_id, "--type", export_type,
-        "--from", api.date_from, "--to", api.date_to, "-o", output,
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    result = _cli_export(api.settings.database, api, export_type, "-o", output)
     assert result.exit_code != 0
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     return error
@@ -318,11 +323,7 @@ def test_cli_takes_format_and_compression_from_the_file_name(
     head: bytes,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    base = [
-        "--db", str(template.path), "export", "--site", template.site_id, "--type", "sources",
-        "--from", template.date_from, "--to", template.date_to, "--silent",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+    result = _cli_export(template.path, template, "sources", "--silent", *args)
     assert result.exit_code == 0, result.output
     dates = f"{template.date_from.replace('-', '')}_{template.date_to.replace('-', '')}"
     [path] = list(tmp_path.iterdir())
@@ -347,11 +348,7 @@ def test_cli_extension_that_contradicts_the_options_is_one_error_line(
     template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    base = [
-        "--db", str(template.path), "export", "--site", template.site_id, "--type", "sources",
-        "--from", template.date_from, "--to", template.date_to, "--silent",
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+    result = _cli_export(template.path, template, "sources", "--silent", *args)
     assert result.exit_code != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
