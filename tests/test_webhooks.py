@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,15 +52,21 @@ def setup_db(db: Path) -> int:
         conn.close()
 
 
-def finish_job(db: Path, account_id: int, status: Status = Status.COMPLETED) -> str:
-    """A job taken through the state machine to `status`, as the runner does."""
-    conn = connect(db)
+def new_job(conn: sqlite3.Connection, account_id: int, *, filters: str, estimated_rows: int) -> str:
+    """A pending sources job of site shop, as a create leaves it; its id."""
     job_id = str(uuid.uuid4())
     export_jobs.insert_job(conn, {
         "job_id": job_id, "account_id": account_id, "site_id": "shop", "export_type": "sources",
-        "format": "csv", "date_from": "2025-01-01", "date_to": "2025-01-31", "filters": '{"country":"ES"}',
-        "status": "pending", "estimated_rows": 12, "created_at": "2025-02-01T10:00:00Z",
+        "format": "csv", "date_from": "2025-01-01", "date_to": "2025-01-31", "filters": filters,
+        "status": "pending", "estimated_rows": estimated_rows, "created_at": "2025-02-01T10:00:00Z",
     })  # fmt: skip
+    return job_id
+
+
+def finish_job(db: Path, account_id: int, status: Status = Status.COMPLETED) -> str:
+    """A job taken through the state machine to `status`, as the runner does."""
+    conn = connect(db)
+    job_id = new_job(conn, account_id, filters='{"country":"ES"}', estimated_rows=12)
     transition(conn, job_id, Status.PENDING, Status.ESTIMATING)
     transition(conn, job_id, Status.ESTIMATING, Status.GENERATING)
     extra: dict[str, Any] = (
@@ -405,12 +412,7 @@ def test_a_job_interrupted_and_run_again_makes_one_event(db_path: Path) -> None:
     account = setup_db(db_path)
     conn = connect(db_path)
     endpoints.add(conn, settings(db_path), account, "http://127.0.0.1:9/x", None)
-    job_id = str(uuid.uuid4())
-    export_jobs.insert_job(conn, {
-        "job_id": job_id, "account_id": account, "site_id": "shop", "export_type": "sources",
-        "format": "csv", "date_from": "2025-01-01", "date_to": "2025-01-31", "filters": "{}",
-        "status": "pending", "estimated_rows": 1, "created_at": "2025-02-01T10:00:00Z",
-    })  # fmt: skip
+    job_id = new_job(conn, account, filters="{}", estimated_rows=1)
     export_jobs.claim_next(conn, "dead:1:x", T0, T0 + 1)
     transition(conn, job_id, Status.ESTIMATING, Status.GENERATING, owner="dead:1:x")
     assert export_jobs.requeue_lapsed(conn, job_id, T0 + 5, {"status": "pending", "progress_percent": 0})
