@@ -66,17 +66,23 @@ def start(
         stdout=subprocess.DEVNULL,
         stderr=open(log, "wb"),  # noqa: SIM115 (the child keeps it)
     )
-    deadline = time.monotonic() + 30
-    while True:
+    if not wait_healthy(url, process, seconds=30):
+        process.kill()
+        raise RuntimeError("server did not start:\n" + log.read_text())
+    return Server(url, process, log)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float) -> bool:
+    """Whether `url`/healthz answered 200 before `seconds` passed and while `process` ran."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
         try:
             if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, process, log)
+                return True
         except requests.ConnectionError:
             pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("server did not start:\n" + log.read_text())
         time.sleep(0.1)
+    return False
 
 
 @contextmanager

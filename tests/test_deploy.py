@@ -368,15 +368,7 @@ def test_the_service_runs_without_writable_executable_memory(tmp_path: Path) -> 
     server = subprocess.Popen([*base, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        assert live.wait_healthy(url, server, seconds=30), "serve did not start"
         r = requests.post(
             f"{url}/api/v1/exports",
             params={"site_id": "shop"},
