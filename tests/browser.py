@@ -1,7 +1,7 @@
 """Headless Chromium (Debian's `chromium` and `chromium-driver`) driven by Selenium, for page tests.
 
 Nothing is downloaded at test time: the driver is the system's /usr/bin/chromedriver. Where it is
-missing the test fails in CI (scripts/setup installs it) and skips only outside CI.
+missing the test fails in CI (scripts/setup-system installs it) and skips only outside CI.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 def require_chromium() -> None:
     if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
         return
-    message = "Debian's chromium and chromium-driver are needed (scripts/setup installs them)"
+    message = "Debian's chromium and chromium-driver are needed (scripts/setup-system installs them)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

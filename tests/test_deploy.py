@@ -39,7 +39,7 @@ def tool(name: str) -> str:
     )
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing in CI: scripts/setup installs it")
+            pytest.fail(f"{name} is missing in CI: scripts/setup-system installs it")
         pytest.skip(f"{name} is not installed")
     return path
 

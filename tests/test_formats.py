@@ -244,7 +244,7 @@ def test_duckdb_and_pandas_read_the_same_rows_and_types_as_the_csv(
 def test_command_line_tools_check_compressed_files(exported: Path, compression: str) -> None:
     tool = {"gzip": "gzip", "zstd": "zstd"}[compression]
     if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed (scripts/setup installs it)")
+        pytest.fail(f"{tool} is not installed (scripts/setup-system installs it)")
     files = sorted(exported.glob("*.gz" if compression == "gzip" else "*.zst"))
     assert len(files) == 3 * len(TYPES)
     for path in files:
