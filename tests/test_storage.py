@@ -130,6 +130,33 @@ def test_migrations_are_idempotent(db_path: Path) -> None:
     conn.close()
 
 
+def test_the_schema_check_reads_what_sqlite_utils_reads_without_importing_it(db_path: Path) -> None:
+    """Commands check the schema at every start; sqlite_utils (which imports pandas and numpy
+    when installed) is imported only to migrate."""
+    import subprocess
+    import sys
+
+    from sealexports.storage.upgrades import pending
+
+    connect(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        dropped = "'m002_estimate_catalog', 'm009_day_groups'"
+        conn.execute(f"DELETE FROM _sqlite_migrations WHERE name IN ({dropped})")
+    conn.close()
+    conn = connect(db_path, migrate=False)
+    expected = [m.name for m in migrations.pending(sqlite_utils.Database(conn))]
+    assert expected == ["m002_estimate_catalog", "m009_day_groups"]
+    assert pending(conn) == expected
+    conn.close()
+    code = (
+        "import sys; from sealexports.storage.database import connect; "
+        "from sealexports.storage.upgrades import pending; "
+        f"print(pending(connect({str(db_path)!r}, migrate=False)), 'sqlite_utils' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["['m002_estimate_catalog',", "'m009_day_groups']", "False"]
+
+
 def test_migrations_create_the_tables_and_indexes(db_path: Path) -> None:
     connect(db_path).close()
     names = {name for _, name, _ in schema(db_path)}

@@ -12,8 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlite_utils
-
 from sealexports.storage.schema import migrations
 
 if TYPE_CHECKING:
@@ -65,6 +63,8 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("regexp", 2, _regexp, deterministic=True)
     if migrate:
+        import sqlite_utils  # imports pandas when installed: only when migrating
+
         migrations.apply(sqlite_utils.Database(conn))
     return conn
 

@@ -2,9 +2,73 @@
 
 from __future__ import annotations
 
-import sqlite_utils
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-migrations = sqlite_utils.Migrations("sealexports")
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "sealexports"
+Migration = Callable[["sqlite_utils.Database"], None]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    name: str
+    fn: Migration
+    transactional: bool = True
+
+
+class Registry:
+    """The migrations, in order, as `sqlite_utils.Migrations` takes them (`@migrations()`).
+
+    sqlite_utils is imported only to apply them: it imports pandas and numpy when installed
+    (about 0.3 s), which a command that only checks the schema (`pending_names`) never needs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._migrations: list[_Registered] = []
+
+    def __call__(
+        self, *, name: str | None = None, transactional: bool = True
+    ) -> Callable[[Migration], Migration]:
+        def inner(fn: Migration) -> Migration:
+            self._migrations.append(_Registered(name or fn.__name__, fn, transactional))
+            return fn
+
+        return inner
+
+    def _set(self) -> Migrations:
+        from sqlite_utils import Migrations
+
+        target = Migrations(self.name)
+        for m in self._migrations:
+            target(name=m.name, transactional=m.transactional)(m.fn)
+        return target
+
+    def apply(self, db: sqlite_utils.Database, *, stop_before: str | Iterable[str] | None = None) -> None:
+        self._set().apply(db, stop_before=stop_before)
+
+    def pending(self, db: sqlite_utils.Database) -> list[Any]:
+        return self._set().pending(db)
+
+    def applied(self, db: sqlite_utils.Database) -> list[Any]:
+        return self._set().applied(db)
+
+    def pending_names(self, conn: sqlite3.Connection) -> list[str]:
+        """The migrations not yet applied, in order: `pending` in plain SQL (reads only)."""
+        table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+        done: set[str] = set()
+        if conn.execute(table).fetchone():
+            rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [self.name])
+            done = {r[0] for r in rows}
+        return [m.name for m in self._migrations if m.name not in done]
+
+
+migrations = Registry(MIGRATION_SET)
 
 # The visit's dimensions, copied onto every event so that filters never need a join.
 _VISIT_DIMENSIONS = """

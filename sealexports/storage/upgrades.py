@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlite_utils
-
 from sealexports.errors import SchemaOutdated
 from sealexports.storage.backup import backup
 from sealexports.storage.schema import migrations
@@ -30,7 +28,7 @@ class Upgrade:
 
 def pending(conn: sqlite3.Connection) -> list[str]:
     """The migrations not yet applied, in order (reads only)."""
-    return [m.name for m in migrations.pending(sqlite_utils.Database(conn))]
+    return migrations.pending_names(conn)
 
 
 def require_current(conn: sqlite3.Connection, path: str | Path) -> None:
@@ -51,6 +49,8 @@ def backup_path(path: Path, first: str, now: datetime | None = None) -> Path:
 def migrate(conn: sqlite3.Connection, path: Path) -> Upgrade:
     """Apply the pending migrations. A database that has data (any migration applied) is backed
     up beside itself first (see `backup_path`); a new, empty one is not."""
+    import sqlite_utils  # imports pandas when installed: only when migrating
+
     db = sqlite_utils.Database(conn)
     waiting = pending(conn)
     if not waiting:
