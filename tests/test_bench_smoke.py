@@ -35,6 +35,10 @@ MEASURES = [
     "formats_seconds",
     "formats_memory",
     "http",
+    "import",
+    "import_small",
+    "import_cpu",
+    "import_memory",
 ]
 CONTENDERS = {
     "raw_csv": {"ours", "sealexports export", "sqlite3", "sqlite-utils", "datasette"},
@@ -43,6 +47,8 @@ CONTENDERS = {
     "memory_csv": {"~10k rows", "~1M rows"},
     "formats_seconds": {"csv", "csv.gz", "csv.zst", "json", "ndjson", "ndjson.zst", "xlsx", "parquet"},
     "http": {"ours", "ours-idle", "bare"},
+    "import": {"sealexports import", "sqlite-utils insert"},
+    "import_memory": {"400 events", "100 events"},
 }
 
 
@@ -71,7 +77,8 @@ def test_bench_quick(tmp_path: Path) -> None:
         if r["measure"] != "seeding":
             assert r["median"] is not None and r["median"] > 0 and not r["errors"], r
     assert rows[("seeding", "ours")]["median"] > 0  # a fresh folder: it seeded
-    assert len(doc["targets"]) == 30
+    assert len(doc["targets"]) == 32
     assert doc["summary"] == last
-    # Servers and temporary files are gone; the data file stays for the next run.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-2000-3.db", "results.json"]
+    # Servers and temporary files are gone; the data files stay for the next run.
+    data = ["bench-2000-3.db", "import-100.ndjson", "import-400.ndjson", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == data

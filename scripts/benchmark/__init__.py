@@ -13,6 +13,9 @@ times, interleaved (rep 1 of every contender, then rep 2...), and reports median
     http                 status polls/s under 32 connections while two big exports run,
                          vs a bare Litestar app on the same uvicorn settings (and, for
                          information, the same polls with no export running: ours-idle)
+    import               `sealexports import` vs `sqlite-utils insert --nl` of the same NDJSON
+                         file of demo events (200,000 and 20,000), fresh databases and processes:
+                         wall and CPU time, events/s, peak RSS (measures/imports.py)
     seeding              rows/s while seeding (when it seeds)
 
 It prints a table, writes the figures as JSON (`--json`, default `<data>/results.json`), and its

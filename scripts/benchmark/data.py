@@ -37,6 +37,7 @@ AGGREGATES = (
 )  # fmt: skip
 ESTIMATED = ("conversions", "microconversions", "sources", "pages")
 SMALL, LARGE = "~10k rows", "~1M rows"  # the memory measure's two exports
+IMPORT_OURS, IMPORT_REFERENCE = "sealexports import", "sqlite-utils insert"  # the import measure's
 MIB = 1024 * 1024
 
 

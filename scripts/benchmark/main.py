@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> Options:
         reseed=args.reseed,
         http_seconds=args.http_seconds or (1.0 if args.quick else 10.0),
         loadgen=("wrk" if shutil.which("wrk") else "python") if args.loadgen == "auto" else args.loadgen,
+        quick=args.quick,
     )
 
 

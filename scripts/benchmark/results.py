@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from benchmark.console import log
-from benchmark.data import AGGREGATES, ESTIMATED, LARGE, SMALL
+from benchmark.data import AGGREGATES, ESTIMATED, IMPORT_OURS, IMPORT_REFERENCE, LARGE, SMALL
 
 
 @dataclass
@@ -151,6 +151,13 @@ def build_targets(res: Results) -> list[Target]:
             diff = None if small is None or large is None else large - small
             targets.append(Target(measure, measure, LARGE, "1M-10k", diff, "<=", 20, unit="MiB"))
     ratio("http", "http", "ours", "bare", ">=", 0.6)
+    ratio("import", "import", IMPORT_OURS, IMPORT_REFERENCE, "<=", 1.0)
+    sizes = [r for r in res.rows.values() if r.measure == "import_memory"]
+    if len(sizes) == 2 and (first := res.reference("import_memory")) is not None:
+        last = next(r for r in sizes if r is not first)  # the bigger file
+        grew = None if first.median is None or last.median is None else last.median - first.median
+        name = "import_memory"
+        targets.append(Target(name, name, last.contender, "large-small", grew, "<=", 20, unit="MiB"))
     return targets
 
 

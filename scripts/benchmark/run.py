@@ -27,6 +27,7 @@ class Options:
     reseed: bool
     http_seconds: float
     loadgen: str  # "wrk" or "python"
+    quick: bool = False  # tiny data: measures that make their own use tiny sizes too
 
 
 @dataclass

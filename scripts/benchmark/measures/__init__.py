@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmark.measures import aggregates, estimate, filtered, formats, http, memory, raw
+from benchmark.measures import aggregates, estimate, filtered, formats, http, imports, memory, raw
 from benchmark.run import Run
 
 MEASURES: dict[str, Callable[[Run, int], None]] = {
@@ -15,4 +15,5 @@ MEASURES: dict[str, Callable[[Run, int], None]] = {
     "memory": memory.measure,
     "formats": formats.measure,
     "http": http.measure,
+    "import": imports.measure,
 }
