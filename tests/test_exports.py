@@ -516,6 +516,38 @@ def test_filters_match_model_csv(
     )
 
 
+# Path conditions read the rollups (pages, time_series: days) or the events, and a regex on a
+# page path runs against the site's distinct pages; every aggregate type, with and without a
+# visit-field condition, against the model.
+PATH_CONDITIONS = [
+    "path:eq:/",
+    "path:contains:/blog/",
+    "path:not_contains:/products/",
+    "path:regex:^/products/(running|trail)/",
+    "path:not_regex:^/blog/",
+    "path:in:/|/pricing|/about",
+    "path:contains:/blog/,path:not_regex:running",
+    "landing_page:regex:^/blog/",
+]
+
+
+@pytest.mark.parametrize("visit_condition", ["", ",country:in:ES|MX"], ids=["path only", "and country"])
+@pytest.mark.parametrize("condition", PATH_CONDITIONS)
+@pytest.mark.parametrize("export_type", [*AGGREGATE_TYPES, "time_series"])
+def test_path_conditions_match_model(
+    demo_db: DemoDB,
+    demo_conn: sqlite3.Connection,
+    model: Model,
+    export_type: str,
+    condition: str,
+    visit_condition: str,
+) -> None:
+    filters = {"advanced_filters": condition + visit_condition}
+    req = make_request(demo_db, export_type, "csv", filters=filters)
+    expected = assert_matches_model(demo_conn, model, req, filters)
+    assert expected != model.rows(export_type, demo_db.date_from, demo_db.date_to)
+
+
 def test_filter_semantics_pinned(demo_db: DemoDB, demo_conn: sqlite3.Connection, model: Model) -> None:
     """A few consequences of the contract, stated outright rather than only through the model."""
 

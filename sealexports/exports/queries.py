@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sealexports.exports.filters import where_clause
+from sealexports.exports.filters import OPERATORS, TABLE_COLUMNS, where_clause
 from sealexports.exports.request import ExportRequest
 from sealexports.storage.schema import CATALOG_DIMENSIONS, GROUP_FIELDS, VISIT_FIELDS
 
@@ -23,12 +23,37 @@ _ALL = ("visits", "pageviews", "microconversions", "conversions")
 _PAGE_KEYS = {"visits": "landing_page", "pageviews": "path", "conversions": "path"}
 
 
-def _range(req: ExportRequest, table: str) -> Query:
-    cond, params = where_clause(req.conditions, table)
+def _range(req: ExportRequest, table: str, *, by_pages: bool = False) -> Query:
+    """The range and the conditions on one table (with `by_pages`, as `_where` makes them)."""
+    cond, params = _where(req, table) if by_pages else where_clause(req.conditions, table)
     return (
         f"site_id = ? AND day BETWEEN ? AND ?{cond}",
         [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
     )
+
+
+# (table, column) whose every value is a path of the site's `pages`.
+_PAGE_COLUMNS = {("pageviews", "path"), *((t, "landing_page") for t in TABLE_COLUMNS)}
+
+
+def _where(req: ExportRequest, table: str, alias: Callable[[str], str] = str) -> Query:
+    """The conditions on one table, as `where_clause` makes them, but a regex on a column whose
+    every value is a path of the site's `pages` (a landing page; a page view's path) is run once
+    per distinct path, not once per row: `col [NOT] IN (the pages it matches)`. A Python call per
+    row is the cost of a regex (2.7M page views: 7.1 s of CPU, 2.0 s this way)."""
+    sql, params = "", list[object]()
+    for c in req.conditions:
+        column = TABLE_COLUMNS[table].get(c.field)
+        if column and OPERATORS[c.op].is_regex and (table, column) in _PAGE_COLUMNS:
+            negated = "NOT " if c.op == "not_regex" else ""
+            pages = "SELECT path FROM pages WHERE site_id = ? AND regexp(?, path)"
+            sql += f" AND {alias(column)} {negated}IN ({pages})"
+            params += [req.site_id, c.value]
+        else:
+            s, p = where_clause((c,), table, alias)
+            sql += s
+            params += p
+    return sql, params
 
 
 def _aggregate(
@@ -41,7 +66,7 @@ def _aggregate(
     `params`) and a select of each table in `keys` by its key column."""
     parts, params = list(parts or []), list(params or [])
     for table, key in keys.items():
-        where, p = _range(req, table)
+        where, p = _range(req, table, by_pages=True)
         parts.append(f"SELECT {key} AS k, {_METRICS[table]} FROM {table} WHERE {where} GROUP BY 1")
         params += p
     union = " UNION ALL ".join(parts)
@@ -116,8 +141,8 @@ def _visit_filtered(req: ExportRequest, key: str) -> Query:
     """(k, e, g, pv, mc, c, rev) per key under conditions on visit fields only, the page views
     without reading them: each visit's page_views counts on its first day, and `visit_days`
     moves those it made on other days (past midnight) to their own day."""
-    where, params = _range(req, "visits")
-    cond, cond_params = where_clause(req.conditions, "visits", lambda c: f"v.{c}")
+    where, params = _range(req, "visits", by_pages=True)
+    cond, cond_params = _where(req, "visits", lambda c: f"v.{c}")
     days = [req.date_from.isoformat(), req.date_to.isoformat()]
     # visit_days drives the joins (it is small): CROSS JOIN keeps that order.
     moved = "FROM visit_days s CROSS JOIN visits v ON v.id = s.visit_id WHERE s.site_id = ?"
@@ -150,11 +175,28 @@ def _grouped(req: ExportRequest, key: str) -> Query:
     )
 
 
+def _days_by_path(req: ExportRequest) -> Query:
+    """(day, e, g, pv, mc, c, rev) under path conditions only: entrances and engaged ones from the
+    daily rollups' landing pages, page views from their paths (each what the condition means on
+    its table); conversions and microconversions from the events, whose paths no rollup keeps
+    with their revenue (a few rows a visit: 0.2 s instead of 1.4 s on 2.7M page views)."""
+    cond, cond_params = where_clause(req.conditions, {"path": "value"})
+    rollup = "FROM day_metrics WHERE site_id = ? AND dimension = ? AND day BETWEEN ? AND ?"
+    days = [req.date_from.isoformat(), req.date_to.isoformat()]
+    parts = [
+        "SELECT day AS k, SUM(entrances) AS e, SUM(engaged) AS g, 0 AS pv, 0 AS mc, 0 AS c, 0 AS rev "
+        f"{rollup}{cond} GROUP BY 1",
+        f"SELECT day, 0, 0, SUM(page_views), 0, 0, 0 {rollup}{cond} GROUP BY 1",
+    ]
+    params = [req.site_id, "landing_page", *days, *cond_params, req.site_id, "path", *days, *cond_params]
+    return _aggregate(req, {"microconversions": "day", "conversions": "day"}, parts, params)
+
+
 def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
-    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered; from the daily
-    sums per visit-field combination when the conditions and the key are among those fields;
-    from the visits when every condition is on a visit field and the key is the visit's; else
-    from the events."""
+    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered, and for pages
+    and days under path conditions (days in part); from the daily sums per visit-field
+    combination when the conditions and the key are among those fields; from the visits when
+    every condition is on a visit field and the key is the visit's; else from the events."""
     if req.conditions and dimension == "path" and all(c.field == "path" for c in req.conditions):
         # pages under path conditions: the rollup's value is the landing page for entrances and
         # the page for page views and conversions, as the condition means on each table.
@@ -166,6 +208,8 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
             "GROUP BY 1",
             [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
         )
+    if req.conditions and dimension == "" and all(c.field == "path" for c in req.conditions):
+        return _days_by_path(req)
     if req.conditions:
         key = keys["pageviews"]
         if key in ("day", *GROUP_FIELDS) and all(c.field in GROUP_FIELDS for c in req.conditions):
