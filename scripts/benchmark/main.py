@@ -22,7 +22,7 @@ from typing import Any
 from benchmark.console import log
 from benchmark.data import DEFAULT_DAYS, DEFAULT_VISITS, END, QUICK_DAYS, QUICK_VISITS, Data
 from benchmark.load import CONNECTIONS
-from benchmark.measures import MEASURES
+from benchmark.measures import MEASURES, OWN_DATA
 from benchmark.processes import SQLITE3
 from benchmark.results import Target, build_targets, print_table, summary_line
 from benchmark.run import Options, Run
@@ -93,12 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if load[0] > 0.5:
         log(f"warning: load average {load[0]:.2f}: other processes use the CPU, figures will be noisy")
     try:
-        if seeding := data.prepare(options.reseed):
-            note = (f"{seeding.counts.rows:,} rows in {seeding.seconds:.0f} s "
-                    "(demo.generate + insert_visits, one transaction)")  # fmt: skip
-            run.results.add("seeding", "ours", seeding.rows_per_second, unit="rows/s", note=note)
-            run.meta["seeded"] = seeding.meta
-        run.meta["data"] = data.describe()
+        if set(options.only) - OWN_DATA:
+            prepare(run, options.reseed)
         log(f"load generator: {options.loadgen}")
         for rep in range(options.repeat):
             log(f"rep {rep + 1}/{options.repeat}")
@@ -116,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(errors)} error(s): " + " | ".join(errors))
     print(summary_line(targets))
     return 1 if errors else 0
+
+
+def prepare(run: Run, reseed: bool) -> None:
+    """The seeded data file, which every measure but those in OWN_DATA reads."""
+    if seeding := run.data.prepare(reseed):
+        note = (f"{seeding.counts.rows:,} rows in {seeding.seconds:.0f} s "
+                "(demo.generate + insert_visits, one transaction)")  # fmt: skip
+        run.results.add("seeding", "ours", seeding.rows_per_second, unit="rows/s", note=note)
+        run.meta["seeded"] = seeding.meta
+    run.meta["data"] = run.data.describe()
 
 
 def git_state() -> dict[str, Any]:

@@ -17,3 +17,4 @@ MEASURES: dict[str, Callable[[Run, int], None]] = {
     "http": http.measure,
     "import": imports.measure,
 }
+OWN_DATA = {"import"}  # measures that make their own data: `--only import` seeds nothing
