@@ -24,7 +24,7 @@ import orjson
 from sealexports.errors import InvalidEvents, Problem, TooLarge
 from sealexports.ingest.event_format import Event, EventError, parse_event
 from sealexports.ingest.readers import Item
-from sealexports.ingest.stitcher import Stitched, Stitcher
+from sealexports.ingest.stitcher import Checked, Checker, Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import transaction
@@ -93,6 +93,12 @@ def _unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
         p = orjson.loads(payload)
         events.append(Event(line, p[0], ts, key, event_id, *p[1:]))
     return events
+
+
+def _checked(rows: Iterable[tuple[Any, ...]]) -> list[Checked]:
+    """Staged rows (Staging.checks) as the checker takes them: page views rank first, and the
+    other events' kind is the first item of their payload."""
+    return [(line, key, ts, orjson.loads(p)[0] if rank else "pageview") for line, key, ts, rank, p in rows]
 
 
 def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
@@ -188,10 +194,10 @@ def import_events(
         total = staging.sort()
 
         if not skip_invalid:  # a dry run: find events with no visit before writing any
-            dry = Stitcher(_lookup(conn, site))
+            checker = Checker(_lookup(conn, site))
             done = 0
-            for rows_ in staging.windows(window):
-                for r in dry.window(_unstage(rows_)).rejected:
+            for rows_ in staging.checks(window):
+                for r in checker.window(_checked(rows_)):
                     log.add(r)
                 done += len(rows_)
                 tick("check", done, total)

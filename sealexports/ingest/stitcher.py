@@ -125,27 +125,72 @@ class Stitcher:
 
     @staticmethod
     def _early(e: Event, st: Open) -> str:
-        if st.explicit:
-            return (
-                f"before the start of visit {e.key[2:]!r} ({_iso(st.started)}), which is stored: "
-                "a visit's events cannot come before its landing page"
-            )
-        return (
-            f"before the start of this visitor's latest stored visit ({_iso(st.started)}): "
-            "send each visitor's events in time order"
-        )
+        return _early(e.key, st.started, st.explicit)
 
     @staticmethod
     def _orphan(e: Event) -> Problem:
-        if e.key.startswith("v:"):
-            return Problem(
-                "visit_id",
-                f"visit {e.key[2:]!r} has no page view before this {e.kind}: a visit starts with one",
-                e.line,
-            )
-        return Problem(
-            "visitor",
-            f"no visit open for this visitor: a {e.kind} must follow a page view of the visitor "
-            "by at most 30 minutes of inactivity",
-            e.line,
+        return _orphan(e.key, e.kind, e.line)
+
+
+def _early(key: str, started: float, explicit: bool) -> str:
+    if explicit:
+        return (
+            f"before the start of visit {key[2:]!r} ({_iso(started)}), which is stored: "
+            "a visit's events cannot come before its landing page"
         )
+    return (
+        f"before the start of this visitor's latest stored visit ({_iso(started)}): "
+        "send each visitor's events in time order"
+    )
+
+
+def _orphan(key: str, kind: str, line: int) -> Problem:
+    if key.startswith("v:"):
+        message = f"visit {key[2:]!r} has no page view before this {kind}: a visit starts with one"
+        return Problem("visit_id", message, line)
+    return Problem(
+        "visitor",
+        f"no visit open for this visitor: a {kind} must follow a page view of the visitor "
+        "by at most 30 minutes of inactivity",
+        line,
+    )
+
+
+Checked = tuple[int, str, float, str]  # an event as a dry run sees it: (line, key, ts, kind)
+
+
+class Checker:
+    """A dry run of `Stitcher`: the same rejections, from each event's line, key, time and
+    kind alone, without building visits. Windows come sorted as the stitcher's do."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.key: str | None = None  # the last key seen, and its visit: started, last, explicit
+        self.state: tuple[float, float, bool] | None = None
+
+    def window(self, events: Sequence[Checked]) -> list[Problem]:
+        rejected: list[Problem] = []
+        wanted = list(dict.fromkeys(e[1] for e in events if e[1] != self.key))
+        stored = self.lookup(wanted) if wanted else {}
+        key, state = self.key, self.state
+        for line, k, ts, kind in events:
+            if k != key:
+                key = k
+                sv = stored.get(k)
+                state = None if sv is None else (sv.started_at, sv.last_ts, k.startswith("v:"))
+            if state is not None:
+                started, last, explicit = state
+                if ts < started:
+                    rejected.append(Problem("ts", _early(k, started, explicit), line))
+                    continue
+                if not explicit and ts - last > GAP_SECONDS:
+                    state = None  # the visitor's visit has ended
+                elif ts > last:
+                    state = (started, ts, explicit)
+            if state is None:
+                if kind != "pageview":
+                    rejected.append(_orphan(k, kind, line))
+                    continue
+                state = (ts, ts, k.startswith("v:"))
+        self.key, self.state = key, state
+        return rejected

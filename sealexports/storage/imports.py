@@ -138,11 +138,18 @@ class Staging:
     def windows(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
         """The sorted events as (line, key, ts, event_id, payload), `size` at a time: one short
         query each, no cursor held open."""
+        return self._pages("line, key, ts, event_id, payload", size)
+
+    def checks(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
+        """What a dry run of the stitching needs, in the same order: (line, key, ts, rank, and
+        the payload of events other than page views, whose kind it holds)."""
+        return self._pages("line, key, ts, rank, CASE WHEN rank THEN payload END", size)
+
+    def _pages(self, columns: str, size: int) -> Iterable[list[tuple[Any, ...]]]:
         last = 0
         while True:
             rows = self.conn.execute(
-                "SELECT rowid, line, key, ts, event_id, payload FROM temp.import_sorted "
-                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                f"SELECT rowid, {columns} FROM temp.import_sorted WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 [last, size],
             ).fetchall()
             if not rows:
