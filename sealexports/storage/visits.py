@@ -10,7 +10,8 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import islice
 from zoneinfo import ZoneInfo
 
@@ -309,7 +310,22 @@ _EVENT_TEXT = {
 def _stamp(ts: datetime, tz: ZoneInfo) -> tuple[str, str]:
     """(UTC timestamp with Z, local day of the site)."""
     utc = ts.astimezone(UTC)
-    return iso(utc), utc.astimezone(tz).date().isoformat()
+    text = iso(utc)
+    day = _hour_day(tz, text[:13])
+    return text, day if day is not None else utc.astimezone(tz).date().isoformat()
+
+
+@lru_cache(maxsize=16384)
+def _hour_day(tz: ZoneInfo, hour: str) -> str | None:
+    """The site's local day all through one UTC hour ('2025-01-10T14'), or None when it changes
+    within the hour (an offset that is not whole hours, a change of offset in the hour): every
+    event of the hour then converts its own time. Converting each time costs more than the
+    rest of its stamp, and an import's events fall in a few thousand hours."""
+    start = datetime.fromisoformat(f"{hour}:00:00+00:00")
+    first, last = start.astimezone(tz), (start + timedelta(seconds=3599)).astimezone(tz)
+    if first.utcoffset() != last.utcoffset() or first.date() != last.date():
+        return None
+    return first.date().isoformat()
 
 
 def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None, day: str) -> None:
