@@ -6,11 +6,11 @@ import logging
 import sqlite3
 from typing import Any
 
-import anyio
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.types import Scope
 
+from sealexports.api.threads import read
 from sealexports.errors import Forbidden, Unauthorized
 from sealexports.services import Services
 from sealexports.storage.accounts import Account, check_key, record_use, use_is_due
@@ -34,24 +34,27 @@ def api_key(scope: Scope) -> str | None:
 
 
 async def provide_account(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Account:
-    """The key's account (one indexed read, on a worker thread: a checkpoint or a lock never
+    """The key's account (one indexed read, on a reader thread: a checkpoint or a lock never
     holds the event loop)."""
-    return await _authenticated(request, services, "read")
+    key = required_key(request.scope)
+    return await read(lambda: check(services, key, "read"))
 
 
 async def provide_writer(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Account:
     """The account of a key with the 'write' scope (sending events); 403 for a read-only key."""
-    return await _authenticated(request, services, "write")
+    key = required_key(request.scope)
+    return await read(lambda: check(services, key, "write"))
 
 
-async def _authenticated(request: Request[Any, Any, Any], services: Services, scope: str) -> Account:
-    key = api_key(request.scope)
+def required_key(scope: Scope) -> str:
+    key = api_key(scope)
     if not key:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
-    return await anyio.to_thread.run_sync(_check, services, key, scope)
+    return key
 
 
-def _check(services: Services, key: str, scope: str) -> Account:
+def check(services: Services, key: str, scope: str) -> Account:
+    """The account of `key` if it has `scope` (401, 403 otherwise); a read, for a reader thread."""
     conn = services.db.get()
     try:
         credential = check_key(conn, key, scope=scope)

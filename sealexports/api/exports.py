@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency, Provide
@@ -27,7 +26,7 @@ from sealexports.api.schemas import (
     ListOut,
     ManifestOut,
 )
-from sealexports.api.threads import bridge, in_thread, request_deadline
+from sealexports.api.threads import bridge, in_thread, read, request_deadline
 from sealexports.errors import TooLarge
 from sealexports.exports.request import ExportRequest, build_request
 from sealexports.jobs import service, view
@@ -116,7 +115,7 @@ def _created(
 class ExportsController(Controller):
     path = "/api/v1/exports"
     tags = ("exports",)
-    dependencies = {"site": Provide(provide_site, sync_to_thread=True)}  # noqa: RUF012 (Litestar's own pattern)
+    dependencies = {"site": Provide(provide_site)}  # noqa: RUF012 (Litestar's own pattern)
 
     @post(
         "/",
@@ -218,7 +217,7 @@ class ExportsController(Controller):
         def work() -> JobOut:
             return job_out(services, service.site_job(services, site, job_id), request)
 
-        return await anyio.to_thread.run_sync(work)
+        return await read(work)
 
     @get(
         "/{job_id:str}/manifest",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import anyio
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitConfig, RateLimitMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealexports.api.auth import api_key
+from sealexports.api.threads import read
 from sealexports.errors import Unauthorized
 from sealexports.services import Services
 from sealexports.storage.accounts import authenticate
@@ -41,7 +41,7 @@ class KeyBudgets:
         cached = self._plans.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        plan = await anyio.to_thread.run_sync(self._lookup, key)
+        plan = await read(lambda: self._lookup(key))
         if len(self._plans) > 10_000:
             self._plans.clear()
         self._plans[key] = (plan, time.monotonic() + PLAN_CACHE_SECONDS)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
+from sealexports.api.auth import check, required_key
+from sealexports.api.threads import read
 from sealexports.errors import InvalidRequest
 from sealexports.services import Services
-from sealexports.storage.accounts import Account, Site, site_for
+from sealexports.storage.accounts import Site, site_for
 
 SiteId = Annotated[str | None, Parameter(description="The site (its slug).", required=False)]
 AccountId = Annotated[
@@ -31,13 +34,20 @@ def site_slug(site_id: str | None, account_id: str | None) -> str:
     return slug
 
 
-def provide_site(
+async def provide_site(
+    request: Request[Any, Any, Any],
     services: NamedDependency[Services],
-    account: NamedDependency[Account],
     site_id: SiteId = None,
     account_id: AccountId = None,
 ) -> Site:
     """The site the request names, if the key may use it: the `site` dependency, whose query
-    parameters (site_id, account_id) every handler taking it documents. A read: provided on a
-    worker thread."""
-    return site_for(services.db.get(), site_slug(site_id, account_id), account)
+    parameters (site_id, account_id) every handler taking it documents. The key and the site are
+    read together, on one reader thread (a status poll's hops decide how many polls a second
+    the event loop serves)."""
+    key = required_key(request.scope)
+
+    def site() -> Site:
+        account = check(services, key, "read")  # a bad key is a 401 before a missing site_id
+        return site_for(services.db.get(), site_slug(site_id, account_id), account)
+
+    return await read(site)

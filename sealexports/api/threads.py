@@ -9,7 +9,9 @@ Litestar's own disconnect listener during a stream), and SQLite's progress handl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import anyio
@@ -20,6 +22,17 @@ from sealexports.services import Services
 from sealexports.storage.deadline import Deadline
 
 T = TypeVar("T")
+
+# Short indexed reads (a key, a site, a job) on threads of their own, handed over by asyncio's
+# executor: a third of the event loop's time per hop that anyio's worker threads take (its
+# capacity limiter and cancel scopes), which decides how many status polls a second one loop serves.
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sealexports-read")
+
+
+async def read(fn: Callable[[], T]) -> T:
+    """`fn()`, a short indexed read, on a reader thread (a checkpoint or a lock never holds the
+    event loop). No deadline: use `in_thread` for anything that scans."""
+    return await asyncio.get_running_loop().run_in_executor(_READERS, fn)
 
 
 def request_deadline(services: Services) -> Deadline:
