@@ -42,6 +42,8 @@ TS_MIN, TS_MAX = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01 UTC
 MAX_CENTS = 10**13
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _NORMALISED = ("visitor", "referrer", "country", "device_type")  # in the canonical form as normalised
+_TEXT = frozenset(TEXT_FIELDS)
+_CANONICAL_TEXT = _TEXT - frozenset(_NORMALISED)  # in the canonical form as given
 
 
 class EventError(ValueError):
@@ -90,13 +92,16 @@ class Event:
 
 def parse_event(raw: Mapping[str, Any], line: int) -> Event:
     """The event in normal form, or EventError for the first problem found."""
-    unknown = [k for k in raw if k not in FIELDS]
-    if unknown:
+    if not FIELDS.issuperset(raw):
+        unknown = [k for k in raw if k not in FIELDS]
         raise EventError(unknown[0], "unknown field (see docs/events.md for the fields)")
     v: dict[str, Any] = {k: x for k, x in raw.items() if x is not None and x != ""}
-    for name in TEXT_FIELDS:
-        if name in v:
-            _text(name, v[name])
+    for name, value in v.items():  # one pass for the usual case; the first bad field in order if any
+        if name in _TEXT and (type(value) is not str or len(value) > MAX_TEXT or "\0" in value):
+            for field in TEXT_FIELDS:
+                if field in v:
+                    _text(field, v[field])
+            break
 
     kind = v.get("type")
     if kind is None:
@@ -130,16 +135,16 @@ def parse_event(raw: Mapping[str, Any], line: int) -> Event:
         if "properties" in v:
             properties = _properties(v["properties"])
 
-    referrer = _normal("referrer", normal.referrer, v)
-    country = _normal("country", normal.country, v)
-    device_type = _normal("device_type", normal.device_type, v)
+    referrer = _normal("referrer", normal.referrer, v) if "referrer" in v else None
+    country = _normal("country", normal.country, v) if "country" in v else None
+    device_type = _normal("device_type", normal.device_type, v) if "device_type" in v else None
     browser, os_name = v.get("browser"), v.get("os")
 
-    canonical = {
-        **{k: v[k] for k in TEXT_FIELDS if k in v and k not in _NORMALISED},
-        "type": kind, "ts": ts, "key": key, "referrer": referrer, "country": country,
-        "device_type": device_type, "amount_cents": amount_cents, "properties": v.get("properties"),
-    }  # fmt: skip
+    canonical = {k: x for k, x in v.items() if k in _CANONICAL_TEXT}  # keys sorted when dumped
+    canonical.update(
+        type=kind, ts=ts, key=key, referrer=referrer, country=country, device_type=device_type,
+        amount_cents=amount_cents, properties=v.get("properties"),
+    )  # fmt: skip
     if "id" in v:
         event_id = _digest(b"id\0" + _id("id", v["id"]).encode())
     else:
@@ -206,7 +211,7 @@ def _ts(value: Any) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        if _NUMBER.match(value):
+        if value[4:5] != "-" and _NUMBER.match(value):  # 2025-...: a date, never a number
             seconds = float(value)
         else:
             try:
