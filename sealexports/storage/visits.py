@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from itertools import islice
+from itertools import islice, repeat
+from operator import add, attrgetter
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
@@ -97,6 +98,8 @@ _INSERT_MICRO = (
     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {_DIM_MARKS})"
 )
 _ROLLUP = (*ROLLUP_DIMENSIONS, "")  # and each visit's landing page fills "landing_page"
+_dims_of = attrgetter(*VISIT_DIMENSIONS)
+_grouped_of = attrgetter(*GROUPED_VISIT_DIMENSIONS)
 _INSERT_KEY = "INSERT OR IGNORE INTO day_keys (site_id, dimension, day, value) VALUES (?, ?, ?, ?)"
 _ADD_ROWS = (
     "INSERT INTO day_rows (site_id, kind, day, rows) VALUES (?, ?, ?, ?) "
@@ -126,15 +129,25 @@ _ADD_GROUPS = (
     "conversions = conversions + excluded.conversions, revenue_cents = revenue_cents + excluded.revenue_cents"
 )
 _ENTRANCES, _ENGAGED, _PAGE_VIEWS, _MICRO, _CONVERSIONS, _REVENUE = range(6)
+Sums = list[int]  # entrances, engaged, page views, microconversions, conversions, revenue (cents)
 Metrics = dict[tuple[str, str, str], list[int]]  # (dimension, day, value) -> the six sums
 Groups = dict[tuple[str, tuple[str, ...]], list[int]]  # (day, GROUP_FIELDS values) -> the six sums
 
 
-def _count_group(groups: Groups, day: str, group: tuple[str, ...], metric: int, n: int) -> None:
-    sums = groups.get((day, group))
-    if sums is None:
-        sums = groups[(day, group)] = [0, 0, 0, 0, 0, 0]
-    sums[metric] += n
+def _add_visit(
+    metrics: Metrics, groups: Groups, values: tuple[str, ...], group: tuple[str, ...], day: str, sums: Sums
+) -> None:
+    """Add a visit's sums of one day to every rollup dimension (its values, its landing page,
+    the total) and to its group."""
+    for key in zip(_ROLLUP, repeat(day), values):
+        if (total := metrics.get(key)) is None:
+            metrics[key] = sums.copy()
+        else:
+            total[:] = map(add, total, sums)
+    if (total := groups.get((day, group))) is None:
+        groups[(day, group)] = sums.copy()
+    else:
+        total[:] = map(add, total, sums)
 
 
 def _count(metrics: Metrics, dimension: str, day: str, value: str, metric: int, n: int) -> None:
@@ -142,12 +155,6 @@ def _count(metrics: Metrics, dimension: str, day: str, value: str, metric: int, 
     if sums is None:
         sums = metrics[(dimension, day, value)] = [0, 0, 0, 0, 0, 0]
     sums[metric] += n
-
-
-def _count_visit(metrics: Metrics, values: tuple[str, ...], day: str, metric: int, n: int) -> None:
-    """Count for every rollup dimension of a visit (its values, its landing page, the total)."""
-    for dimension, value in zip(_ROLLUP, values, strict=True):
-        _count(metrics, dimension, day, value, metric, n)
 
 
 _UPSERT_PAGE = (
@@ -186,13 +193,14 @@ def insert_visits(
         groups: Groups = {}
         for visit in batch:
             _drop_nul(visit)
-            dims = tuple(getattr(visit, d) for d in VISIT_DIMENSIONS)
+            dims = _dims_of(visit)
+            per_day: dict[str, list[int]] = {}  # day -> the six sums of this visit's events that day
             group = tuple(v or "" for v in dims[1:])  # GROUP_FIELDS: the dimensions but the referrer
             if visit.landing is not None:  # a stored visit, continued
                 if visit.id is None:
                     raise ValueError("a stored visit needs its id")
                 landing, vid, first = visit.landing, visit.id, -1
-                values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
+                values = (*(x or "" for x in _grouped_of(visit)), landing.path, "")
                 visit_day = ""
                 if visit.pages:
                     added.append((len(visit.pages), vid))
@@ -201,8 +209,7 @@ def insert_visits(
                         or conn.execute("SELECT page_views, day FROM visits WHERE id = ?", [vid]).fetchone()
                     )
                     if seen == 1:  # its second page view makes the visit engaged
-                        _count_visit(metrics, values, visit_day, _ENGAGED, 1)
-                        _count_group(groups, visit_day, group, _ENGAGED, 1)
+                        per_day[visit_day] = [0, 1, 0, 0, 0, 0]
                     stored[vid] = (seen + len(visit.pages), visit_day)
             else:
                 if not visit.pages:
@@ -212,21 +219,15 @@ def insert_visits(
                 next_id += 1
                 ts, day = _stamp(landing.ts, tz)
                 visit_day = day
-                keys.update((d, day, getattr(visit, d) or "") for d in GROUPED_VISIT_DIMENSIONS)
+                values = (*(x or "" for x in _grouped_of(visit)), landing.path, "")
+                keys.update(zip(GROUPED_VISIT_DIMENSIONS, repeat(day), values))
                 keys.add(("landing_page", day, landing.path))
-                values = (*(getattr(visit, d) or "" for d in GROUPED_VISIT_DIMENSIONS), landing.path, "")
-                _count_visit(metrics, values, day, _ENTRANCES, 1)
+                per_day[day] = [1, int(len(visit.pages) >= 2), 0, 0, 0, 0]  # entrances, engaged
                 _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
-                _count_group(groups, day, group, _ENTRANCES, 1)
-                if len(visit.pages) >= 2:
-                    _count_visit(metrics, values, day, _ENGAGED, 1)
-                    _count_group(groups, day, group, _ENGAGED, 1)
                 rows_v.append(
                     (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
                 )  # fmt: skip
-            # Counted per visit and day, then once into each dimension (not once per event).
-            by_day: Counter[tuple[str, int]] = Counter()  # (day, metric) -> count
             for i, pv in enumerate(visit.pages):
                 ts, day = _stamp(pv.ts, tz)
                 rows_p.append(
@@ -237,17 +238,19 @@ def insert_visits(
                 if day != visit_day:
                     visit_days[(day, vid)] += 1
                 keys.add(("path", day, pv.path))
-                by_day[(day, _PAGE_VIEWS)] += 1
+                if (sums := per_day.get(day)) is None:
+                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
+                sums[_PAGE_VIEWS] += 1
                 _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 keys.add(("path", day, c.path))
                 day_rows[("conversions", day)] += 1
-                _count_visit(metrics, values, day, _CONVERSIONS, 1)
-                _count_visit(metrics, values, day, _REVENUE, c.amount_cents)
+                if (sums := per_day.get(day)) is None:
+                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
+                sums[_CONVERSIONS] += 1
+                sums[_REVENUE] += c.amount_cents
                 _count(metrics, "path", day, c.path, _CONVERSIONS, 1)
-                _count_group(groups, day, group, _CONVERSIONS, 1)
-                _count_group(groups, day, group, _REVENUE, c.amount_cents)
                 rows_c.append(
                     (site.site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
@@ -255,14 +258,16 @@ def insert_visits(
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
-                by_day[(day, _MICRO)] += 1
+                if (sums := per_day.get(day)) is None:
+                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
+                sums[_MICRO] += 1
                 rows_m.append(
                     (site.site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
                 )  # fmt: skip
-            for (day, metric), n in by_day.items():
-                _count_visit(metrics, values, day, metric, n)
-                _count_group(groups, day, group, metric, n)
+            # Summed per visit and day, then added once into each dimension and the group.
+            for day, sums in per_day.items():
+                _add_visit(metrics, groups, values, group, day, sums)
         conn.executemany(_INSERT_VISIT, rows_v)
         conn.executemany(_ADD_PAGE_VIEWS, added)
         conn.executemany(_INSERT_PAGEVIEW, rows_p)
