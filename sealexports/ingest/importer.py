@@ -168,7 +168,6 @@ def import_events(
     staging = imports.Staging(conn)
     try:
         rows: list[tuple[object, ...]] = []
-        staged = 0
         for item in _fatal_as_invalid(items):
             report.records += 1
             if item.data is None:
@@ -180,18 +179,18 @@ def import_events(
                 log.add(e.at(item.line))
                 continue
             if len(rows) >= window:
-                staged += staging.add(rows)
+                staging.add(rows)
                 rows = []
                 tick("read", report.records, None)
-        staged += staging.add(rows)
+        staging.add(rows)
         report.invalid = log.count
         valid = report.records - report.invalid
-        report.duplicates = valid - staged
         if log.count and not skip_invalid:
             raise _fail(log)
         tick("read", report.records, None)
-        report.duplicates += staging.drop_known(site.site_id)
+        staging.drop_known(site.site_id)
         total = staging.sort()
+        report.duplicates = valid - total  # twice in the input, or taken in before
 
         if not skip_invalid:  # a dry run: find events with no visit before writing any
             checker = Checker(_lookup(conn, site))

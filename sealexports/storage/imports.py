@@ -105,16 +105,15 @@ class Staging:
         conn.execute("PRAGMA temp_store = FILE")  # big sorts spill to disk, not to memory
         conn.execute("DROP TABLE IF EXISTS temp.import_staged")
         conn.execute("DROP TABLE IF EXISTS temp.import_sorted")
-        # event_id UNIQUE: a second copy of an event in the same input is skipped on the way in.
-        conn.execute(f"CREATE TEMP TABLE import_staged ({_COLS}, UNIQUE (event_id))")
+        # No index: a second copy of an event in the same input is dropped by sort(), which
+        # costs less than keeping an index of random ids up to date on every row.
+        conn.execute(f"CREATE TEMP TABLE import_staged ({_COLS})")
 
-    def add(self, rows: Sequence[tuple[object, ...]]) -> int:
-        """Stage events (rows in STAGED_COLUMNS order); how many were new to the input."""
-        before = self.conn.total_changes
+    def add(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Stage events (rows in STAGED_COLUMNS order, in the order of the input)."""
         self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT OR IGNORE INTO temp.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany("INSERT INTO temp.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
         self.conn.execute("COMMIT")
-        return self.conn.total_changes - before
 
     def drop_known(self, site_id: str) -> int:
         """Unstage the events the site has taken in before; how many there were."""
@@ -126,10 +125,12 @@ class Staging:
         return cur.rowcount
 
     def sort(self) -> int:
-        """Copy the staged events in reading order (rowid = position); how many there are."""
+        """Copy the staged events in reading order (rowid = position), each event once (its
+        first copy in the input); how many there are."""
         self.conn.execute(f"CREATE TEMP TABLE import_sorted ({_COLS})")
         self.conn.execute(
             f"INSERT INTO temp.import_sorted ({_COLS}) SELECT {_COLS} FROM temp.import_staged "
+            "WHERE rowid IN (SELECT min(rowid) FROM temp.import_staged GROUP BY event_id) "
             "ORDER BY key, ts, rank, line"
         )
         self.conn.execute("DROP TABLE temp.import_staged")
