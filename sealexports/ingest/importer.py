@@ -138,7 +138,7 @@ def write_window(
         events = [e for e in events if e.event_id not in known]
     stitched = stitcher.window(events)
     counts = insert_visits(conn, site, stitched.visits)
-    imports.record_ids(conn, site.site_id, (e.event_id for e in stitched.accepted))
+    imports.record_ids(conn, site.site_id, sorted(e.event_id for e in stitched.accepted))  # index order
     imports.save_visit_keys(
         conn,
         site.site_id,
