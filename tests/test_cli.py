@@ -578,6 +578,21 @@ def test_the_command_line_starts_without_the_demo_ingestion_or_regex_modules() -
     assert (data.DEMO_DAYS, data.DEMO_VISITS) == (demo.DEFAULT_DAYS, demo.DEFAULT_VISITS)
 
 
+def test_an_import_starts_without_the_job_runner_or_the_user_agent_rules() -> None:
+    """`sealexports import` loads the command line and the ingestion code; the job runner (and
+    its metrics) wait for the schedule commands, ua-parser for the first User-Agent."""
+    import subprocess
+    import sys
+
+    code = "import sys, sealexports.cli, sealexports.ingest; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "sealexports.ingest.importer" in loaded
+    for module in ("sealexports.jobs.runner", "prometheus_client", "ua_parser", "sqlite_utils", "pandas"):
+        assert module not in loaded
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 @pytest.mark.parametrize("export_type", ["conversions", "microconversions"])
 def test_a_raw_export_in_two_processes_is_the_same_bytes(

@@ -11,7 +11,7 @@ from sealexports.cli import Group, State, cli, pass_state, print_table
 from sealexports.cli.data import _parse_filters
 from sealexports.exports.formats import COMPRESSIONS, FORMATS
 from sealexports.exports.types import EXPORT_TYPES
-from sealexports.schedules import cadence, ranges, runs
+from sealexports.schedules import cadence, ranges
 from sealexports.storage import accounts
 from sealexports.storage import schedules as store
 
@@ -54,6 +54,8 @@ def schedules_add(
         ID=$(sealexports schedules add --site demo --type pages --range previous_week \\
             --every weekly --day mon --at 07:30 --filter country=ES --deliver-to-dir /srv/exports)
     """
+    from sealexports.schedules import runs  # the job runner and its metrics: only these commands
+
     target = accounts.get_site(state.conn, site)
     schedule = runs.add(
         state.conn, target, export_type=export_type, fmt=fmt, compression=compress,
@@ -72,6 +74,8 @@ def schedules_list(state: State) -> None:
     Example:
         sealexports schedules list
     """
+    from sealexports.schedules import runs  # the job runner and its metrics: only these commands
+
     rows = []
     for s in store.list_schedules(state.conn):
         tz = ZoneInfo(accounts.get_site(state.conn, s.site_id).timezone)
@@ -114,6 +118,8 @@ def schedules_run_now(state: State, schedule_id: str) -> None:
     Example:
         sealexports schedules run-now sch_0123456789ab
     """
+    from sealexports.schedules import runs  # the job runner and its metrics: only these commands
+
     run = runs.run_now(state.conn, state.settings, store.get_schedule(state.conn, schedule_id))
     if run.job_id is None:
         raise click.ClickException(run.error or "the run did not start")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ua_parser import parse
-
 # Several ua-parser families are one browser for our purposes; device_type tells them apart.
 _BROWSERS = {
     "Mobile Safari": "Safari",
@@ -34,6 +32,8 @@ _TABLET_WORDS = ("iPad", "Tablet", "Kindle", "Nexus 7", "Nexus 9", "Nexus 10")
 @lru_cache(maxsize=8192)
 def parse_user_agent(ua: str) -> tuple[str | None, str | None, str | None]:
     """(device_type, browser, os) for a User-Agent string; None where it tells nothing."""
+    from ua_parser import parse  # its rules load on the first User-Agent: imports without one skip them
+
     result = parse(ua)
     browser = result.user_agent.family if result.user_agent else None
     os_name = result.os.family if result.os else None
