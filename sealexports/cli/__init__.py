@@ -6,6 +6,7 @@ imported at the end.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -100,7 +101,28 @@ def silent_option(f: F) -> F:
     return click.option("--silent", is_flag=True, help="No progress bar or summary.")(f)
 
 
-@click.group(cls=Group, context_settings=CONTEXT)
+# Each top-level command's module in sealexports.cli.
+COMMAND_MODULES = {
+    "accounts": "sites", "backup": "maintenance", "export": "data", "export-part": "data",
+    "import": "data", "keys": "sites", "migrate": "maintenance", "schedules": "schedules",
+    "seed": "data", "serve": "service", "sites": "sites", "webhooks": "webhooks", "worker": "service",
+}  # fmt: skip
+
+
+class Commands(Group):
+    """The top group: each command's module is imported when the command is asked for (or help
+    lists them), so a command loads only what it uses (an export does not load the server)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"sealexports.cli.{COMMAND_MODULES[cmd_name]}")  # registers it
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, "--version")
 @click.option(
     "--config",
@@ -162,7 +184,3 @@ def print_table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
 
 def main() -> None:
     cli(prog_name="sealexports")
-
-
-# Registering the commands on the group (they import it from here).
-from sealexports.cli import data, maintenance, schedules, service, sites, webhooks  # noqa: E402, F401

@@ -368,14 +368,25 @@ def _warn(notes: list[str]) -> None:
 
 
 def _second_process(state: State) -> list[str] | None:
-    """This program's `export-part`, for a big raw export's later half on a second core; None
+    """This program's `export-part`, for a big raw export's later part on a second core; None
     when no core is idle (then a second process only adds its start-up: measured 1.15x the
     time of one process on a machine with a load average of 7.6 on 2 cores)."""
     cores = os.cpu_count() or 1
-    if cores < 2 or os.getloadavg()[0] > cores - 1:
+    if cores < 2 or not _idle_core(cores):
         return None
     program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "sealexports"]
     return [*program, "--db", str(state.settings.database), "export-part"]
+
+
+def _idle_core(cores: int) -> bool:
+    """Whether another core is free now: the tasks running or ready to run at this instant
+    (/proc/loadavg's fourth field, this process included) leave one. Elsewhere, the one-minute
+    load average, which lags: it still counts processes that ended seconds ago."""
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] <= cores - 1
+    return running <= cores - 1
 
 
 @cli.command("export-part", hidden=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sealexports.exports.filters import OPERATORS, TABLE_COLUMNS, where_clause
@@ -97,38 +98,81 @@ def event_row_query(req: ExportRequest) -> str:
     return f"SELECT {', '.join(_event_columns(req))} FROM {req.type.key} WHERE id = ?"
 
 
-def event_line_query(req: ExportRequest) -> Query:
-    """Raw events formatted by SQLite as UTF-8 bytes: (object,) for JSON, (head, tail, id) for CSV.
+@dataclass(frozen=True)
+class Page:
+    """Raw events of the days `first` to `last` (ISO dates), or of one day (first == last) after
+    the event (ts, id) `after` and up to the event `upto` (None: from the start, to the end)."""
 
-    head is every field before the last, each followed by ',' and not quoted (the caller checks
-    a chunk at once for characters that need quoting or a formula guard); tail is the last field
-    (properties, JSON text) already quoted, since it nearly always needs it. The fewer Python
-    objects a row makes, the less the exporting thread holds the GIL. printf ends a value
-    at a NUL: stored text holds none (migration m015, `storage.visits.insert_visits`).
+    first: str
+    last: str
+    after: tuple[str, int] | None = None
+    upto: tuple[str, int] | None = None
+
+
+def _page_range(req: ExportRequest, page: Page) -> Query:
+    cond, cond_params = where_clause(req.conditions, req.type.key)
+    days = "day = ?" if page.first == page.last else "day BETWEEN ? AND ?"
+    where = f"site_id = ? AND {days}"
+    params: list[object] = [req.site_id, *dict.fromkeys((page.first, page.last))]
+    if page.after is not None:  # (ts, id) bounds: an index range inside one day
+        where += " AND (ts, id) > (?, ?)"
+        params += page.after
+    if page.upto is not None:
+        where += " AND (ts, id) <= (?, ?)"
+        params += page.upto
+    return where + cond, params + cond_params
+
+
+def event_page_query(req: ExportRequest, page: Page) -> Query:
+    """One page of raw events formatted by SQLite as one UTF-8 blob: (CSV lines or JSON objects,
+    the CSV heads joined by newlines or NULL, how many events).
+
+    CSV lines end in CRLF; JSON objects each come after ',\\n'. A CSV head is every field before
+    the last, each followed by ',' and not quoted (the caller checks the page's heads at once for
+    characters that need quoting or a formula guard); the tail, the last field (properties, JSON
+    text), comes already quoted, since it nearly always needs it. SQLite aggregates the page
+    inside one step: Python makes three objects a page, not three a row, and the exporting
+    thread holds the GIL only between pages. printf ends a value at a NUL: stored text holds
+    none (migration m015, `storage.visits.insert_visits`).
     """
-    t = req.type
-    exprs = _event_columns(req)
+    where, params = _page_range(req, page)
+    rows = f"FROM {req.type.key} WHERE {where} {_EVENT_ORDER}"
     if req.format == "json":
-        pairs = [
-            f"'{c.name}', " + (f"json({expr})" if c.kind == "json" else expr)
-            for c, expr in zip(t.columns, exprs, strict=True)
-        ]
-        select = f"CAST(json_object({', '.join(pairs)}) AS BLOB)"
-    else:
-        *head, last = exprs
-        # One printf per row is twice as fast as concatenating; it prints NULL as ''.
-        fields = [
-            _CSV_AMOUNT if c.name == "amount" else expr for c, expr in zip(t.columns, head, strict=False)
-        ]
-        quote = " OR ".join(f"instr({last}, {ch})" for ch in ("'\"'", "','", "char(10)", "char(13)"))
-        tail = (
-            f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
-        )
-        select = (
-            f"CAST(printf('{'%s,' * len(fields)}', {', '.join(fields)}) AS BLOB), CAST({tail} AS BLOB), id"
-        )
-    where, params = _range(req, t.key)
-    return f"SELECT {select} FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
+        select = "CAST(',\n' || group_concat(o, ',\n') AS BLOB), NULL, count(*)"
+        return f"SELECT {select} FROM (SELECT {_json_object(req)} AS o {rows})", params
+    head, tail = _csv_head_tail(req)
+    select = (
+        "CAST(group_concat(h || t || char(13, 10), '') AS BLOB), "
+        "CAST(group_concat(h, char(10)) AS BLOB), count(*)"
+    )
+    return f"SELECT {select} FROM (SELECT {head} AS h, {tail} AS t {rows})", params
+
+
+def event_line_query(req: ExportRequest, page: Page) -> Query:
+    """A CSV page row by row, (head, tail, id) each, for a page whose heads need quoting."""
+    where, params = _page_range(req, page)
+    head, tail = _csv_head_tail(req)
+    select = f"CAST({head} AS BLOB), CAST({tail} AS BLOB), id"
+    return f"SELECT {select} FROM {req.type.key} WHERE {where} {_EVENT_ORDER}", params
+
+
+def _json_object(req: ExportRequest) -> str:
+    pairs = [
+        f"'{c.name}', " + (f"json({expr})" if c.kind == "json" else expr)
+        for c, expr in zip(req.type.columns, _event_columns(req), strict=True)
+    ]
+    return f"json_object({', '.join(pairs)})"
+
+
+def _csv_head_tail(req: ExportRequest) -> tuple[str, str]:
+    *head, last = _event_columns(req)
+    # One printf per row is twice as fast as concatenating; it prints NULL as ''.
+    fields = [
+        _CSV_AMOUNT if c.name == "amount" else expr for c, expr in zip(req.type.columns, head, strict=False)
+    ]
+    quote = " OR ".join(f"instr({last}, {ch})" for ch in ("'\"'", "','", "char(10)", "char(13)"))
+    tail = f"""CASE WHEN {quote} THEN '"' || replace({last}, '"', '""') || '"' ELSE ifnull({last}, '') END"""
+    return f"printf('{'%s,' * len(fields)}', {', '.join(fields)})", tail
 
 
 # Fields that mean the same on a visit and on each of its events: a condition on them keeps or

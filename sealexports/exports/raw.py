@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
-from sealexports.exports.queries import event_line_query, event_row_query
+from sealexports.exports.queries import Page, event_line_query, event_page_query, event_row_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import CHUNK_ROWS, csv_line
 
@@ -37,27 +39,95 @@ def _formula_in(heads: bytes) -> bool:
 
 
 def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, int]]:
-    """The rows: CSV lines ending in CRLF, or JSON objects each after ',\\n'.
+    """The rows: CSV lines ending in CRLF, or JSON objects each after ',\\n', a page at a time,
+    all read in one snapshot."""
+    with _snapshot(conn):
+        for page in pages(conn, req):
+            sql, params = event_page_query(req, page)
+            data, heads, n = conn.execute(sql, params).fetchone()
+            if not n:
+                continue
+            if req.format == "json" or _plain_heads(req, heads, n):
+                yield data, n
+            else:
+                yield b"".join(_csv_lines(conn, req, page)), n
 
-    Measured: a list comprehension over the batch and one bytes.join beat taking the batch apart
-    with zip() and slice assignment (530 against 705 us a 2,000-row chunk): joining twice as
-    many pieces costs more than the per-row bytecode it saves."""
-    cursor = conn.execute(*event_line_query(req))
+
+def _plain_heads(req: ExportRequest, heads: bytes, n: int) -> bool:
+    """Whether `n` CSV heads (joined by newlines) need no quoting and no formula guard."""
     commas = len(req.type.columns) - 1
-    while batch := cursor.fetchmany(CHUNK_ROWS):
-        n = len(batch)
-        if req.format == "json":
-            yield b",\n" + b",\n".join([r[0] for r in batch]), n
+    return (
+        heads.count(b",") == commas * n
+        and not (b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1)
+        and not (req.formula_guard and _formula_in(heads))
+    )
+
+
+def _csv_lines(conn: sqlite3.Connection, req: ExportRequest, page: Page) -> Iterator[bytes]:
+    """A page whose heads need quoting, row by row: only the rows that need it go through the
+    csv module."""
+    commas = len(req.type.columns) - 1
+    for head, tail, row_id in conn.execute(*event_line_query(req, page)):
+        yield _csv_line(conn, req, head, tail, row_id, commas)
+
+
+def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
+    """The export's range in order, as runs of whole days of at most CHUNK_ROWS events (the day
+    catalog's counts) and, for a day with more, parts of it of CHUNK_ROWS events each (their
+    bounds found on the (site_id, day, ts) index). The pages cover every day of the range, so
+    a catalog that is behind only changes a page's size."""
+    counts = dict(
+        conn.execute(
+            "SELECT day, rows FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?",
+            [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
+        ).fetchall()
+    )
+    first: str | None = None
+    last = ""
+    rows = 0
+    for offset in range(req.days):
+        day = (req.date_from + timedelta(days=offset)).isoformat()
+        n = counts.get(day, 0)
+        if first is not None and (rows + n > CHUNK_ROWS or n > CHUNK_ROWS):
+            yield Page(first, last)
+            first, rows = None, 0
+        if n > CHUNK_ROWS:
+            yield from _day_parts(conn, req, day)
             continue
-        heads = b"\n".join([r[0] for r in batch])
-        if (
-            heads.count(b",") == commas * n
-            and not (b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1)
-            and not (req.formula_guard and _formula_in(heads))
-        ):
-            yield b"".join([head + tail + b"\r\n" for head, tail, _ in batch]), n
-        else:
-            yield b"".join(_csv_line(conn, req, h, t, row_id, commas) for h, t, row_id in batch), n
+        if first is None:
+            first = day
+        last, rows = day, rows + n
+    if first is not None:
+        yield Page(first, last)
+
+
+def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str) -> Iterator[Page]:
+    after: tuple[str, int] | None = None
+    while True:
+        bound = "" if after is None else " AND (ts, id) > (?, ?)"
+        upto = conn.execute(
+            f"SELECT ts, id FROM {req.type.key} WHERE site_id = ? AND day = ?{bound} "
+            "ORDER BY ts, id LIMIT 1 OFFSET ?",
+            [req.site_id, day, *(after or ()), CHUNK_ROWS - 1],
+        ).fetchone()
+        yield Page(day, day, after, None if upto is None else (upto[0], upto[1]))
+        if upto is None:
+            return
+        after = (upto[0], upto[1])
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction around the export's queries (unless the caller holds one): every
+    page sees the same rows."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.commit()  # nothing was written; a no-op if SQLite already ended the transaction
 
 
 def _csv_line(

@@ -25,12 +25,16 @@ from sealexports.exports import raw
 from sealexports.exports.request import ExportRequest, build_request
 
 MIN_ROWS = 100_000  # below this, starting a second process costs more than it saves
+# The events the first process writes while the second one starts (about 0.15 s of start-up at
+# about 450,000 CSV rows/s): the first part is longer by as much, so both end together.
+HEAD_START_ROWS = 70_000
 READ_BYTES = 1 << 20
 
 
 def halves(conn: sqlite3.Connection, req: ExportRequest) -> tuple[ExportRequest, ExportRequest] | None:
-    """The export as two ranges of days with about as many events each (the day catalog's counts),
-    or None when it is not worth a second process (an aggregate, one day, few rows)."""
+    """The export as two ranges of days, the first with HEAD_START_ROWS events more than the
+    second (the day catalog's counts), or None when it is not worth a second process (an
+    aggregate, one day, few rows)."""
     if req.type.kind != "events" or req.days < 2:
         return None
     counts = conn.execute(
@@ -45,7 +49,7 @@ def halves(conn: sqlite3.Connection, req: ExportRequest) -> tuple[ExportRequest,
     for day, n in counts:
         done += n
         middle = date.fromisoformat(day)
-        if done * 2 >= total:
+        if done * 2 >= total + HEAD_START_ROWS:
             break
     middle = min(max(middle, req.date_from), req.date_to - timedelta(days=1))
     return (
