@@ -137,7 +137,7 @@ def write_window(
     if known:
         events = [e for e in events if e.event_id not in known]
     stitched = stitcher.window(events)
-    counts = insert_visits(conn, site, stitched.visits)
+    counts = insert_visits(conn, site, stitched.visits, nul_free=True)  # parse_event refuses NUL
     imports.record_ids(conn, site.site_id, sorted(e.event_id for e in stitched.accepted))  # index order
     imports.save_visit_keys(
         conn,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from sealexports.errors import Problem
 from sealexports.ingest.event_format import Event
@@ -25,6 +26,7 @@ from sealexports.storage.timestamps import iso
 from sealexports.storage.visits import VISIT_DIMENSIONS, Conversion, PageView, Visit
 
 GAP_SECONDS = 30 * 60
+_dims_of = attrgetter(*VISIT_DIMENSIONS)
 Lookup = Callable[[list[str]], dict[str, StoredVisit]]
 
 
@@ -97,9 +99,7 @@ class Stitcher:
                 if e.kind != "pageview":
                     out.rejected.append(self._orphan(e))
                     continue
-                visit = Visit(pages=[])
-                for d in VISIT_DIMENSIONS:
-                    setattr(visit, d, getattr(e, d))
+                visit = Visit([], *_dims_of(e))  # Visit's fields after pages: VISIT_DIMENSIONS
                 st = opens[e.key] = Open(visit, e.ts, e.ts, e.key.startswith("v:"))
                 parts.append(visit)
             self._attach(st, e)

@@ -171,9 +171,11 @@ def insert_visits(
     *,
     batch_size: int = 2000,
     progress: Callable[[InsertCounts], None] | None = None,
+    nul_free: bool = False,
 ) -> InsertCounts:
     """Insert visits and their events in batches, or add events to stored visits (those given
-    with `landing`); sets `id` on each new visit. The caller owns the transaction."""
+    with `landing`); sets `id` on each new visit. The caller owns the transaction. `nul_free`:
+    the caller has refused text with a NUL (ingestion does), so it is not looked for again."""
     tz = ZoneInfo(site.timezone)
     counts = InsertCounts()
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
@@ -192,7 +194,8 @@ def insert_visits(
         metrics: Metrics = {}
         groups: Groups = {}
         for visit in batch:
-            _drop_nul(visit)
+            if not nul_free:
+                _drop_nul(visit)
             dims = _dims_of(visit)
             per_day: dict[str, list[int]] = {}  # day -> the six sums of this visit's events that day
             group = tuple(v or "" for v in dims[1:])  # GROUP_FIELDS: the dimensions but the referrer
