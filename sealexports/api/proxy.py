@@ -8,6 +8,7 @@ are ignored, or any client could choose the host its download links point at.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,8 @@ class ProxyHeaders:
         self.app = app
         self.trusted: list[Network] = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
         self.root_path = root_path
+        # Parsing the peer's address is a twentieth of a status poll's time; peers repeat.
+        self.trusts = functools.lru_cache(maxsize=4096)(self._trusts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -45,7 +48,7 @@ class ProxyHeaders:
                 _apply_forwarded(scope, self.trusts)
         await self.app(scope, receive, send)
 
-    def trusts(self, address: str) -> bool:
+    def _trusts(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
