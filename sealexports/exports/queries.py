@@ -125,7 +125,7 @@ def _page_range(req: ExportRequest, page: Page) -> Query:
 
 def event_page_query(req: ExportRequest, page: Page) -> Query:
     """One page of raw events formatted by SQLite as one UTF-8 blob: (CSV lines or JSON objects,
-    the CSV heads joined by newlines or NULL, how many events).
+    the CSV heads joined by NULs, which no stored text holds, or NULL; how many events).
 
     CSV lines end in CRLF; JSON objects each come after ',\\n'. A CSV head is every field before
     the last, each followed by ',' and not quoted (the caller checks the page's heads at once for
@@ -143,7 +143,7 @@ def event_page_query(req: ExportRequest, page: Page) -> Query:
     head, tail = _csv_head_tail(req)
     select = (
         "CAST(group_concat(h || t || char(13, 10), '') AS BLOB), "
-        "CAST(group_concat(h, char(10)) AS BLOB), count(*)"
+        "CAST(group_concat(h, char(0)) AS BLOB), count(*)"
     )
     return f"SELECT {select} FROM (SELECT {head} AS h, {tail} AS t {rows})", params
 

@@ -54,11 +54,11 @@ def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, 
 
 
 def _plain_heads(req: ExportRequest, heads: bytes, n: int) -> bool:
-    """Whether `n` CSV heads (joined by newlines) need no quoting and no formula guard."""
+    """Whether `n` CSV heads (joined by NULs) need no quoting and no formula guard."""
     commas = len(req.type.columns) - 1
     return (
         heads.count(b",") == commas * n
-        and not (b'"' in heads or b"\r" in heads or heads.count(b"\n") != n - 1)
+        and not (b'"' in heads or b"\r" in heads or b"\n" in heads)
         and not (req.formula_guard and _formula_in(heads))
     )
 
