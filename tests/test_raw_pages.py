@@ -4,6 +4,7 @@ at an event. Whatever the page size, the bytes are those of the generic writers 
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,14 +42,19 @@ def _visits(n: int) -> list[Visit]:
     return visits
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pages") / "pages.db"
+def _database(path: Path, visits: int) -> sqlite3.Connection:
+    """A database at `path` whose site "s" has `visits` visits of `_visits`."""
     conn = connect(path)
     site = accounts.create_site(conn, "s", timezone="Europe/Madrid")
     with transaction(conn):
-        insert_visits(conn, site, _visits(1000))
-    conn.close()
+        insert_visits(conn, site, _visits(visits))
+    return conn
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pages") / "pages.db"
+    _database(path, 1000).close()
     return path
 
 
@@ -91,10 +97,7 @@ def test_filters_with_small_pages(db: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_a_catalog_that_is_behind_changes_nothing_but_page_sizes(tmp_path: Path) -> None:
     path = tmp_path / "behind.db"
-    conn = connect(path)
-    site = accounts.create_site(conn, "s", timezone="Europe/Madrid")
-    with transaction(conn):
-        insert_visits(conn, site, _visits(300))
+    conn = _database(path, 300)
     req = build_request("s", "microconversions", "csv", "2025-03-01", "2025-03-10")
     expected = _oracle(req, path)
     with transaction(conn):
@@ -108,10 +111,8 @@ def test_the_pages_read_one_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """Events stored while an export runs are not in it, even on days it has not reached yet."""
     monkeypatch.setattr(raw, "CHUNK_ROWS", 50)
     path = tmp_path / "snap.db"
-    conn = connect(path)
-    site = accounts.create_site(conn, "s", timezone="Europe/Madrid")
-    with transaction(conn):
-        insert_visits(conn, site, _visits(400))
+    conn = _database(path, 400)
+    site = accounts.get_site(conn, "s")
     req = build_request("s", "microconversions", "csv", "2025-03-01", "2025-03-10")
     expected = _oracle(req, path)
     chunks = engine.chunks(conn, req)
