@@ -516,9 +516,9 @@ def test_filters_match_model_csv(
     )
 
 
-# Path conditions read the rollups (pages, time_series: days) or the events, and a regex on a
-# page path runs against the site's distinct pages; every aggregate type, with and without a
-# visit-field condition, against the model.
+# Path conditions read the rollups (pages, time_series: days; landing pages and days under
+# landing_page conditions) or the events, and a regex on a page path runs against the site's
+# distinct pages; every aggregate type, with and without a visit-field condition, against the model.
 PATH_CONDITIONS = [
     "path:eq:/",
     "path:contains:/blog/",
@@ -528,6 +528,7 @@ PATH_CONDITIONS = [
     "path:in:/|/pricing|/about",
     "path:contains:/blog/,path:not_regex:running",
     "landing_page:regex:^/blog/",
+    "landing_page:not_in:/|/pricing",
 ]
 
 

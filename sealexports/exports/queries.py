@@ -254,6 +254,20 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
         )
     if req.conditions and dimension == "" and all(c.field == "path" for c in req.conditions):
         return _days_by_path(req)
+    if (
+        req.conditions
+        and dimension in ("", "landing_page")
+        and all(c.field == "landing_page" for c in req.conditions)
+    ):
+        # every metric of the rollup's landing page rows is its visits': the condition's own
+        cond, params = where_clause(req.conditions, {"landing_page": "value"})
+        return (
+            f"SELECT {'value' if dimension else 'day'} AS k, SUM(entrances) AS e, SUM(engaged) AS g, "
+            "SUM(page_views) AS pv, SUM(microconversions) AS mc, SUM(conversions) AS c, "
+            "SUM(revenue_cents) AS rev FROM day_metrics WHERE site_id = ? AND dimension = 'landing_page' "
+            f"AND day BETWEEN ? AND ?{cond} GROUP BY 1",
+            [req.site_id, req.date_from.isoformat(), req.date_to.isoformat(), *params],
+        )
     if req.conditions:
         key = keys["pageviews"]
         if key in ("day", *GROUP_FIELDS) and all(c.field in GROUP_FIELDS for c in req.conditions):
