@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     run.meta["load_average_at_end"] = os.getloadavg()
     targets = build_targets(run.results)
     write_json(run, targets, time.perf_counter() - started)
-    print_table(run.results, targets)
+    print_table(run.results, targets, seeded_data="data" in run.meta)
     errors = run.results.errors
     if errors:
         print(f"{len(errors)} error(s): " + " | ".join(errors))
@@ -136,7 +136,7 @@ def git_state() -> dict[str, Any]:
 def write_json(run: Run, targets: list[Target], seconds: float) -> None:
     options, data, res = run.options, run.data, run.results
     results: list[dict[str, Any]] = []
-    if res.get("seeding", "ours") is None:
+    if res.get("seeding", "ours") is None and "data" in run.meta:  # the data file was reused
         results.append({"measure": "seeding", "contender": "ours", "unit": "rows/s", "cached": True})
     for r in res.rows.values():
         results.append({**asdict(r), "median": r.median, "ratio_to_reference": res.ratio_to_reference(r)})

@@ -175,10 +175,11 @@ def fmt_ratio(value: float) -> str:
     return "<0.001" if 0 <= value < 0.001 else f"{value:.3g}"
 
 
-def print_table(res: Results, targets: list[Target]) -> None:
+def print_table(res: Results, targets: list[Target], *, seeded_data: bool = True) -> None:
+    """The table; `seeded_data`: the seeded file was used (else no seeding line: --only import)."""
     header = ("measure", "contender", "median", "ratio", "target", "note")
     lines = [header]
-    if res.get("seeding", "ours") is None:
+    if res.get("seeding", "ours") is None and seeded_data:
         lines.append(("seeding", "ours", "cached", "", "", "data file reused (--reseed to measure)"))
     for r in res.rows.values():
         ref = res.reference(r.measure)
