@@ -325,12 +325,14 @@ def export(
                 progress=advance,
                 mode=0o666 & ~_umask(),
                 second_process=_second_process(state),
+                digest=bool(manifest_file),
             )
     except BrokenPipeError:  # a FIFO whose reader closed it
         return
     elapsed = time.perf_counter() - started
     if manifest_file:
         generated = now_iso()
+        assert info.sha256 is not None  # asked for with the manifest
         produced = manifest.Produced(dest.name, info.rows, info.size_bytes, info.sha256, generated, latest)
         manifest.write(Path(manifest_file), manifest.build(req, target.timezone, produced))
     if not silent:
