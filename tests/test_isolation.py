@@ -170,6 +170,24 @@ def test_revoked_key_gets_401_on_every_endpoint(world: World, capsys: pytest.Cap
     say(capsys, f"isolation: revoked key: {len(responses)} calls over 6 endpoints, all 401 with one body")
 
 
+def test_a_key_is_checked_before_the_site_it_names(world: World) -> None:
+    """A status poll reads the key, the site and the job in one go; the refusals keep their
+    order: no key or a bad key is a 401 whatever else is wrong, then a missing site_id a 422,
+    then another account's site a 404 like a job that does not exist."""
+    api, a, b = world.api, world.a, world.b
+    job = a.completed["job_id"]
+    bad = {"X-API-Key": "sm_" + "x" * 43}
+    for path in (f"{API}/{job}", API):
+        assert_error(api.client.get(path), 401, "missing API key")
+        assert_error(api.client.get(path, headers=bad), 401, "invalid or revoked API key")
+        assert_error(api.client.get(path, params={"site_id": a.sites[0]}, headers=bad), 401)
+        assert_error(api.client.get(path, headers=a.headers), 422, "site_id is required")
+        mixed = {"site_id": a.sites[0], "account_id": b.sites[0]}
+        assert_error(api.client.get(path, params=mixed, headers=a.headers), 422, "name different sites")
+    assert_error(api.get_job(job, site_id=b.sites[0], headers=a.headers), 404)
+    assert api.get_job(job, site_id=a.sites[0], headers=a.headers).json()["job_id"] == job
+
+
 # --- Download tokens ------------------------------------------------------------------------------
 
 

@@ -14,8 +14,9 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Stream
 
 from sealexports.api import openapi, proxy
+from sealexports.api.auth import required_key
 from sealexports.api.files import file_response, representation
-from sealexports.api.params import provide_site
+from sealexports.api.params import AccountId, SiteId, provide_site, site_of
 from sealexports.api.schemas import (
     FORMAT_NAMES,
     CreateOut,
@@ -209,12 +210,15 @@ class ExportsController(Controller):
         self,
         request: Req,
         job_id: JobId,
-        site: NamedDependency[Site],
         services: NamedDependency[Services],
+        site_id: SiteId = None,
+        account_id: AccountId = None,
     ) -> JobOut:
         """The job object, as in the create response."""
+        key = required_key(request.scope)
 
-        def work() -> JobOut:
+        def work() -> JobOut:  # the key, the site and the job in one hop: clients poll this one
+            site = site_of(services, key, site_id, account_id)
             return job_out(services, service.site_job(services, site, job_id), request)
 
         return await read(work)

@@ -42,12 +42,12 @@ async def provide_site(
 ) -> Site:
     """The site the request names, if the key may use it: the `site` dependency, whose query
     parameters (site_id, account_id) every handler taking it documents. The key and the site are
-    read together, on one reader thread (a status poll's hops decide how many polls a second
-    the event loop serves)."""
+    read together, on one reader thread."""
     key = required_key(request.scope)
+    return await read(lambda: site_of(services, key, site_id, account_id))
 
-    def site() -> Site:
-        account = check(services, key, "read")  # a bad key is a 401 before a missing site_id
-        return site_for(services.db.get(), site_slug(site_id, account_id), account)
 
-    return await read(site)
+def site_of(services: Services, key: str, site_id: str | None, account_id: str | None) -> Site:
+    """The site a request names, if `key` may use it (a read, for a reader thread)."""
+    account = check(services, key, "read")  # a bad key is a 401 before a missing site_id
+    return site_for(services.db.get(), site_slug(site_id, account_id), account)

