@@ -1,10 +1,12 @@
 """Raw event exports (conversions, microconversions), formatted inside SQLite.
 
-SQLite builds each CSV line or JSON object and hands it over as bytes, so Python moves one
-object per row and never decodes or encodes text. CSV lines come unquoted; each chunk is
+SQLite builds each CSV line or JSON object and hands over a page of them (up to CHUNK_ROWS
+events) as one blob, so Python makes a few objects a page, never decodes or encodes text, and
+the exporting thread holds the GIL only between pages. CSV lines come unquoted; each page is
 checked for the characters that need quoting and for a field starting with a formula sign (when
-the formula guard is on), and only rows that have one are written by the csv module. printf
-ends a value at a NUL: stored text holds none (migration m015; `insert_visits` removes them).
+the formula guard is on), and only the rows of a page that has one are looked at one by one, the
+rows that need it written by the csv module. printf ends a value at a NUL: stored text holds
+none (migration m015; `insert_visits` removes them).
 
 Measured and dropped: splitting an export by day across two threads (no faster: SQLite
 connections in one process serialise on shared state, a two-thread aggregate took as long as
