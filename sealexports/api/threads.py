@@ -1,5 +1,6 @@
-"""Queries that serve a request run on a worker thread, under a deadline that also stops them
-when the client hangs up or the server shuts down.
+"""Queries that serve a request run off the event loop: short indexed reads on reader threads
+(`read`), anything that can scan on a worker thread under a deadline that also stops it when
+the client hangs up or the server shuts down (`in_thread`).
 
 A worker thread cannot be cancelled: anyio waits for it even when the request's task is
 cancelled. So a watcher task sets the deadline's `stop` event the moment the client disconnects
