@@ -1,10 +1,10 @@
 """A raw export split by day in two parts, the later one written by a second process at the same
 time: on two cores, the whole export takes about the time of its larger part.
 
-The command line only: a server keeps its exports in threads (two threads are no faster here,
-SQLite connections in one process serialise on shared state, and a server that spawns processes
-is fragile). The parts concatenated are the bytes of the whole export: rows are in (day, ts, id)
-order and each part is a range of whole days.
+The command line only: a server keeps its exports in threads (two threads with a connection each
+write a raw export no faster, see raw.py, and a server that spawns processes is fragile). The
+parts concatenated are the bytes of the whole export: rows are in (day, ts, id) order and each
+part is a range of whole days.
 """
 
 from __future__ import annotations
