@@ -78,12 +78,7 @@ def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
     catalog's counts) and, for a day with more, parts of it of CHUNK_ROWS events each (their
     bounds found on the (site_id, day, ts) index). The pages cover every day of the range, so
     a catalog that is behind only changes a page's size."""
-    counts = dict(
-        conn.execute(
-            "SELECT day, rows FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?",
-            [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
-        ).fetchall()
-    )
+    counts = day_counts(conn, req)
     first: str | None = None
     last = ""
     rows = 0
@@ -103,19 +98,30 @@ def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
         yield Page(first, last)
 
 
+def day_counts(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, int]:
+    """The day catalog's events of the export's type per day of its range (before filters), in
+    day order; days without events are missing."""
+    rows = conn.execute(
+        "SELECT day, rows FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ? ORDER BY day",
+        [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
+    )
+    return dict(rows.fetchall())
+
+
 def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str) -> Iterator[Page]:
     after: tuple[str, int] | None = None
     while True:
         bound = "" if after is None else " AND (ts, id) > (?, ?)"
-        upto = conn.execute(
+        row = conn.execute(
             f"SELECT ts, id FROM {req.type.key} WHERE site_id = ? AND day = ?{bound} "
             "ORDER BY ts, id LIMIT 1 OFFSET ?",
             [req.site_id, day, *(after or ()), CHUNK_ROWS - 1],
         ).fetchone()
-        yield Page(day, day, after, None if upto is None else (upto[0], upto[1]))
+        upto = None if row is None else (row[0], row[1])
+        yield Page(day, day, after, upto)
         if upto is None:
             return
-        after = (upto[0], upto[1])
+        after = upto
 
 
 @contextmanager

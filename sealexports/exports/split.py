@@ -37,16 +37,13 @@ def halves(conn: sqlite3.Connection, req: ExportRequest) -> tuple[ExportRequest,
     aggregate, one day, few rows)."""
     if req.type.kind != "events" or req.days < 2:
         return None
-    counts = conn.execute(
-        "SELECT day, rows FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ? ORDER BY day",
-        [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
-    ).fetchall()
-    total = sum(n for _, n in counts)
+    counts = raw.day_counts(conn, req)
+    total = sum(counts.values())
     if total < MIN_ROWS:
         return None
     done = 0
     middle = req.date_from
-    for day, n in counts:
+    for day, n in counts.items():
         done += n
         middle = date.fromisoformat(day)
         if done * 2 >= total + HEAD_START_ROWS:
