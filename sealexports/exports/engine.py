@@ -13,19 +13,19 @@ import sqlite3
 import stat
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sealexports.countries import country_name
-from sealexports.errors import Cancelled, InvalidRequest, QueryTimeout
-from sealexports.exports import compression, formats, parquet, raw, split, spreadsheet
+from sealexports.errors import Cancelled, QueryTimeout
+from sealexports.exports import compression, formats, parquet, raw, split, spreadsheet, sums
+from sealexports.exports.filters import slow_regex_is_bad_input
 from sealexports.exports.queries import estimate_query, export_query
 from sealexports.exports.request import ExportRequest
 from sealexports.exports.writers import CHUNK_ROWS, chunks_for, ndjson_from_json
-from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, make_private_dir, take_slow_regex
+from sealexports.storage.database import make_private_dir
 from sealexports.storage.deadline import Deadline
 
 ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
@@ -52,7 +52,7 @@ class FileInfo:
 
 def rows(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Sequence[Any]]:
     """The export's rows, in order, as the writers take them."""
-    sql, params = export_query(req)
+    sql, params = export_query(req, sums.summed(conn, req))
     cursor = conn.execute(sql, params)
     kind = req.type.kind
     if kind in ("events", "pages"):
@@ -244,22 +244,6 @@ def count_estimate(conn: sqlite3.Connection, req: ExportRequest) -> int:
         return int(conn.execute(sql, params).fetchone()[0] or 0)
 
 
-@contextmanager
-def slow_regex_is_bad_input() -> Iterator[None]:
-    """A regex that times out on a value is the caller's error: say which, as a 422."""
-    try:
-        yield
-    except sqlite3.OperationalError:
-        pattern = take_slow_regex()
-        if pattern is None:
-            raise
-        raise InvalidRequest(
-            f"regex {pattern!r} is too slow: it took over {REGEX_TIMEOUT_SECONDS * 1000:.0f} ms on "
-            "one value; simplify it",
-            field="filters.advanced_filters",
-        ) from None
-
-
 def is_upper_bound(req: ExportRequest) -> bool:
     """A filtered aggregate's estimate counts the key values the day catalog saw, not the rows
     the filters leave: at least the real count, sometimes far over it (pages with
@@ -272,8 +256,8 @@ def count_rows(conn: sqlite3.Connection, req: ExportRequest) -> int:
     own first, and longest, step); for the others the estimate is already exact."""
     if not is_upper_bound(req):
         return count_estimate(conn, req)
-    sql, params = export_query(req)
     with slow_regex_is_bad_input():
+        sql, params = export_query(req, sums.summed(conn, req))
         return int(conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0])
 
 

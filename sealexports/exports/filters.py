@@ -6,11 +6,14 @@ Values are only ever bound parameters; column names come from each table's white
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sealexports.errors import InvalidRequest
 from sealexports.normal import filter_value
+from sealexports.storage.database import REGEX_TIMEOUT_SECONDS, take_slow_regex
 from sealexports.storage.schema import VISIT_FIELDS
 
 FILTER_KEYS = (*VISIT_FIELDS, "content_grouping", "conversion_type", "advanced_filters")
@@ -194,3 +197,19 @@ def _non_empty(value: str, where: str) -> str:
     if not value:
         raise InvalidRequest(f"{where} must not be empty", field=where)
     return value
+
+
+@contextmanager
+def slow_regex_is_bad_input() -> Iterator[None]:
+    """A regex that times out on a value is the caller's error: say which, as a 422."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        pattern = take_slow_regex()
+        if pattern is None:
+            raise
+        raise InvalidRequest(
+            f"regex {pattern!r} is too slow: it took over {REGEX_TIMEOUT_SECONDS * 1000:.0f} ms on "
+            "one value; simplify it",
+            field="filters.advanced_filters",
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -236,11 +237,12 @@ def _days_by_path(req: ExportRequest) -> Query:
     return _aggregate(req, {"microconversions": "day", "conversions": "day"}, parts, params)
 
 
-def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
-    """(k, e, g, pv, mc, c, rev) per key: from the daily rollups when unfiltered, and for pages
-    and days under path conditions (days in part); from the daily sums per visit-field
-    combination when the conditions and the key are among those fields; from the visits when
-    every condition is on a visit field and the key is the visit's; else from the events."""
+def _shortcut(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query | None:
+    """(k, e, g, pv, mc, c, rev) per key without reading every event of the range: from the daily
+    rollups when unfiltered, and for pages and days under path conditions (days in part); from
+    the daily sums per visit-field combination when the conditions and the key are among those
+    fields; from the visits when every condition is on a visit field and the key is the visit's.
+    None: no shortcut applies, the sums read the events."""
     if req.conditions and dimension == "path" and all(c.field == "path" for c in req.conditions):
         # pages under path conditions: the rollup's value is the landing page for entrances and
         # the page for page views and conversions, as the condition means on each table.
@@ -274,7 +276,7 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
             return _grouped(req, key)
         if key == keys["visits"] and all(c.field in _VISIT_CONDITION_FIELDS for c in req.conditions):
             return _visit_filtered(req, key)
-        return _aggregate(req, keys)
+        return None
     key = "day" if dimension == "" else "NULLIF(value, '')"  # '' is a missing value there
     return (
         f"SELECT {key} AS k, SUM(entrances) AS e, SUM(engaged) AS g, SUM(page_views) AS pv, "
@@ -284,24 +286,60 @@ def _sums(req: ExportRequest, keys: Mapping[str, str], dimension: str) -> Query:
     )
 
 
-def export_query(req: ExportRequest) -> Query:
-    """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents);
-    pages: (path, views, entrances, conversions, content_grouping)."""
+_SUMS = ("k", "e", "g", "pv", "mc", "c", "rev")
+
+
+def _keys(req: ExportRequest) -> tuple[dict[str, str], str]:
+    """Each table's key column for the export's sums, and the rollups' dimension."""
+    t = req.type
+    if t.kind == "time_series":
+        return dict.fromkeys(_ALL, "day"), ""
+    if t.kind == "pages":
+        return dict(_PAGE_KEYS), "path"
+    return dict.fromkeys(_ALL, t.key), t.key
+
+
+def reads_events(req: ExportRequest) -> bool:
+    """Whether an aggregate's sums read every event of the range (no rollup or visit shortcut)."""
+    return req.type.kind != "events" and _shortcut(req, *_keys(req)) is None
+
+
+def regex_per_value(req: ExportRequest) -> bool:
+    """Whether a regex condition runs on every value of a field that may have many (a referrer,
+    a campaign...): a path's or a landing page's runs once per page."""
+    return any(OPERATORS[c.op].is_regex and c.field not in ("path", "landing_page") for c in req.conditions)
+
+
+def sums_query(req: ExportRequest) -> Query:
+    """An aggregate's (k, e, g, pv, mc, c, rev) per key, in no order. Every metric is a sum over
+    the days of the range: the sums of two ranges add up to those of both."""
+    keys, dimension = _keys(req)
+    return _shortcut(req, keys, dimension) or _aggregate(req, keys)
+
+
+def given_sums(sums: list[list[object]]) -> Query:
+    """The sums as `sums_query` gives them, from rows already summed (JSON: one parameter)."""
+    columns = ", ".join(f"json_extract(value, '$[{i}]') AS {c}" for i, c in enumerate(_SUMS))
+    return f"SELECT {columns} FROM json_each(?)", [json.dumps(sums)]
+
+
+def export_query(req: ExportRequest, sums: Query | None = None) -> Query:
+    """Rows in output order. Aggregates: (key, [content_grouping,] e, g, pv, mc, c, rev_cents),
+    from `sums` (default: `sums_query`); pages: (path, views, entrances, conversions,
+    content_grouping)."""
     t = req.type
     if t.kind == "events":
         where, params = _range(req, t.key)
         return f"SELECT {', '.join(_event_columns(req))} FROM {t.key} WHERE {where} {_EVENT_ORDER}", params
+    sql, params = sums or sums_query(req)
     if t.kind == "time_series":
-        sql, params = _sums(req, dict.fromkeys(_ALL, "day"), "")
         return sql + " ORDER BY k", params
     if t.kind == "pages":
-        sql, params = _sums(req, _PAGE_KEYS, "path")
         return (
             f"SELECT a.k, a.pv, a.e, a.c, p.content_grouping FROM ({sql}) a "
             "LEFT JOIN pages p ON p.site_id = ? AND p.path = a.k ORDER BY a.pv DESC, a.k",
             [*params, req.site_id],
         )
-    sql, params = _sums(req, dict.fromkeys(_ALL, t.key), t.key)
     if t.name == "landing_pages":
         return (
             f"SELECT a.k, p.content_grouping, a.e, a.g, a.pv, a.mc, a.c, a.rev FROM ({sql}) a "

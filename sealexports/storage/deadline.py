@@ -20,6 +20,7 @@ from sealexports.errors import Interrupted, QueryTimeout
 # milliseconds. A slow user function (a regexp) counts as one instruction: the regex timeout
 # bounds it.
 PROGRESS_STEPS = 10_000
+_current = threading.local()
 
 
 class Deadline:
@@ -63,6 +64,7 @@ class Deadline:
         """Queries on `conn` inside this block stop at the deadline or when `stop` is set."""
         self._started = time.monotonic()
         conn.set_progress_handler(self._progress, PROGRESS_STEPS)
+        outer, _current.deadline = current(), self
         try:
             self.check()
             yield
@@ -71,6 +73,27 @@ class Deadline:
                 self.check()
             raise
         finally:
+            _current.deadline = outer
             conn.set_progress_handler(None, 0)
             self.used += time.monotonic() - self._started
             self._started = None
+
+    @contextmanager
+    def helping(self, conn: sqlite3.Connection, stop: threading.Event) -> Iterator[None]:
+        """Queries on `conn`, run by another thread for the block under `running`, stop with them
+        (its time is that block's), or when `stop` is set."""
+
+        def progress() -> int:
+            return 1 if stop.is_set() else self._progress()
+
+        conn.set_progress_handler(progress, PROGRESS_STEPS)
+        try:
+            yield
+        finally:
+            conn.set_progress_handler(None, 0)
+
+
+def current() -> Deadline | None:
+    """The deadline whose `running` block this thread is in, if any."""
+    deadline: Deadline | None = getattr(_current, "deadline", None)
+    return deadline
