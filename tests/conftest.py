@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -106,6 +108,18 @@ def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "sealexports.db"
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Our handler on the root logger, writing to a buffer; the logging setup is put back after."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("huey").level
+    buf = io.StringIO()
+    yield buf
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logging.getLogger("huey").setLevel(saved[2])
 
 
 def say(capsys: pytest.CaptureFixture[str], line: str) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,6 @@ import pytest
 from sealexports import logs
 from sealexports.storage.database import connect
 from tests.checks import TEXT_LINE
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """Our handler on the root logger, writing to a buffer; the logging setup is put back after."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, logging.getLogger("huey").level
-    buf = io.StringIO()
-    yield buf
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    logging.getLogger("huey").setLevel(saved[2])
 
 
 def emit() -> None:

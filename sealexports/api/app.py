@@ -23,9 +23,10 @@ from sealexports.api.docs import LocalSwaggerPlugin
 from sealexports.api.errors import EXCEPTION_HANDLERS, add_request_id
 from sealexports.api.events import EventsController
 from sealexports.api.exports import ExportsController
-from sealexports.api.limits import rate_limits
+from sealexports.api.limits import KeyBudgets, rate_limits
 from sealexports.api.media import require_json
 from sealexports.api.metrics import scrape as metrics_scrape
+from sealexports.api.polls import StatusPolls
 from sealexports.api.schedules import SchedulesController
 from sealexports.api.schemas import HealthOut
 from sealexports.api.sites import SitesController
@@ -75,6 +76,8 @@ def create_app(
     finally:
         conn.close()
     start_workers = settings.workers > 0 if run_workers is None else run_workers
+    budgets = KeyBudgets(services)
+    polls: StatusPolls | None = None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -84,6 +87,8 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(services.queue.stop)
             services.db.close_all()
+            if polls is not None:
+                polls.db.close_all()
             # The database file alone then holds every commit (a copy of it is whole).
             await anyio.to_thread.run_sync(checkpoint, settings.database)
 
@@ -104,7 +109,7 @@ def create_app(
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "account": Provide(provide_account),
         },
-        middleware=rate_limits(services),
+        middleware=rate_limits(budgets),
         before_request=require_json,
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_request_id],
@@ -129,7 +134,8 @@ def create_app(
     _check_root_path(app, settings.root_path)
     # Litestar's middleware runs after routing; the prefix and forwarded Host must be set before.
     # The access log inside: it sees the client and path the proxy headers give; 404s included.
-    access = AccessLog(app.asgi_handler, count=bool(settings.metrics_token))
+    polls = StatusPolls(app.asgi_handler, services, budgets)
+    access = AccessLog(polls, count=bool(settings.metrics_token))
     app.asgi_handler = proxy.ProxyHeaders(access, settings.trusted_proxies, settings.root_path)
     return app
 

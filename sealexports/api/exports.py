@@ -67,7 +67,12 @@ def _request(services: Services, site: Site, data: ExportBody) -> ExportRequest:
 
 def job_out(services: Services, job: JobRecord, request: Req) -> JobOut:
     """The job as the API shows it; its download_url is built for the request reading it."""
-    return JobOut(**view.job_object(job, proxy.base_url(services.settings, str(request.base_url))))
+    return job_for(services, job, str(request.base_url))
+
+
+def job_for(services: Services, job: JobRecord, base_url: str) -> JobOut:
+    """The job as the API shows it to a request whose base URL is `base_url`."""
+    return JobOut(**view.job_object(job, proxy.base_url(services.settings, base_url)))
 
 
 def _summary(full: JobOut) -> JobSummary:

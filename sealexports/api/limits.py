@@ -37,15 +37,39 @@ class KeyBudgets:
         # middleware instance per route, and a key's budget covers every route.
         self.windows: dict[str, list[int]] = {}
 
-    async def plan(self, key: str) -> str | None:
+    def cached_plan(self, key: str) -> str | None:
+        """The key's plan if it is remembered (None: unknown, or not remembered now)."""
         cached = self._plans.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    async def plan(self, key: str) -> str | None:
+        if (plan := self.cached_plan(key)) is not None:
+            return plan
         plan = await read(lambda: self._lookup(key))
         if len(self._plans) > 10_000:
             self._plans.clear()
         self._plans[key] = (plan, time.monotonic() + PLAN_CACHE_SECONDS)
         return plan
+
+    def take(self, key: str, plan: str) -> tuple[bool, dict[str, str]]:
+        """Count a request of `key` in its window if its plan's limit allows (True), and the
+        X-RateLimit-* headers to answer with. Call it with no await until the request is counted
+        or refused: one event loop needs no lock."""
+        limit = self.services.settings.plans[plan].requests_per_minute
+        now = int(time.time())
+        window = self.windows.get(key)
+        if window is None or window[1] <= now:
+            if len(self.windows) > 100_000:
+                for stale in [k for k, w in self.windows.items() if w[1] <= now]:
+                    del self.windows[stale]
+            window = self.windows[key] = [0, now + DURATION_VALUES["minute"]]
+        count, reset = window
+        headers = _headers(limit, max(0, limit - count - 1), reset - now)
+        if count >= limit:
+            headers["X-RateLimit-Remaining"] = "0"
+            return False, headers
+        window[0] = count + 1
+        return True, headers
 
     def _lookup(self, key: str) -> str | None:
         try:
@@ -70,24 +94,10 @@ class PlanRateLimitMiddleware(RateLimitMiddleware):
         if key is None or plan is None:  # no or unknown key: the handler answers 401
             await self.app(scope, receive, send)
             return
-        limit = self.budgets.services.settings.plans[plan].requests_per_minute
-        # No await between reading and writing the window: no lock needed on one event loop.
-        now = int(time.time())
-        windows = self.budgets.windows
-        window = windows.get(key)
-        if window is None or window[1] <= now:
-            if len(windows) > 100_000:
-                for stale in [k for k, w in windows.items() if w[1] <= now]:
-                    del windows[stale]
-            window = windows[key] = [0, now + DURATION_VALUES["minute"]]
-        count, reset = window
-        headers = _headers(limit, max(0, limit - count - 1), reset - now)
-        if count >= limit:
-            headers["X-RateLimit-Remaining"] = "0"
+        allowed, headers = self.budgets.take(key, plan)
+        if not allowed:
             raise TooManyRequestsException(headers=headers)
-        window[0] = count + 1
-
-        extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        extra = raw_headers(headers)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -95,6 +105,10 @@ class PlanRateLimitMiddleware(RateLimitMiddleware):
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 def _headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
@@ -111,11 +125,11 @@ class PlanRateLimitConfig(RateLimitConfig):
     budgets: KeyBudgets | None = None
 
 
-def rate_limits(services: Services) -> list[DefineMiddleware]:
+def rate_limits(budgets: KeyBudgets) -> list[DefineMiddleware]:
     config = PlanRateLimitConfig(
         rate_limit=("minute", 1),  # unused: each key gets its plan's limit
         exclude=list(UNLIMITED),
         middleware_class=PlanRateLimitMiddleware,
-        budgets=KeyBudgets(services),
+        budgets=budgets,
     )
     return [config.middleware]

@@ -124,10 +124,12 @@ def take_slow_regex() -> str | None:
 
 
 class ConnectionPerThread:
-    """One connection per thread, opened on first use: handlers run on a pool of threads."""
+    """One connection per thread, opened on first use: handlers run on a pool of threads.
+    `busy_timeout_ms`: how long its queries wait for a lock (0: they fail at once instead)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -136,6 +138,8 @@ class ConnectionPerThread:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path, migrate=False)
+            if self.busy_timeout_ms != BUSY_TIMEOUT_MS:
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms:d}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
