@@ -30,3 +30,16 @@ def test_the_local_day_is_that_of_each_time(zone: str, year: int) -> None:
             )
             assert _stamp(t, tz) == stamped, t
         hour += timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("zone", "year"), ZONES)
+def test_whole_seconds_are_stamped_as_any_time(zone: str, year: int) -> None:
+    """Whole seconds (what imports give) take each hour's text from a table: the same text."""
+    tz = ZoneInfo(zone)
+    hour = datetime(year, 1, 1, tzinfo=UTC)
+    while hour.year == year:
+        for second in (0, 1, 59, 60, 1799, 1800, 2699, 3599):
+            t = hour + timedelta(seconds=second)
+            expected = (t.replace(tzinfo=None).isoformat() + "Z", t.astimezone(tz).date().isoformat())
+            assert _stamp(t, tz) == expected, t
+        hour += timedelta(hours=1)

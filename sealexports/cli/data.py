@@ -137,7 +137,7 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
         sealexports import events.ndjson --site shop
         zcat events.csv.gz | sealexports import - --site shop --format csv --skip-invalid
     """
-    from sealexports.ingest import Meter, csv_items, import_events, ndjson_items
+    from sealexports.ingest import Meter, NdjsonLines, csv_items, import_events
 
     target = accounts.get_site(state.conn, site)
     if fmt is None:
@@ -146,11 +146,11 @@ def import_(state: State, file: str, site: str, fmt: str | None, skip_invalid: b
     with _open_input(file) as (fh, size):
         meter = Meter()
         lines = meter.lines(fh)
-        items = csv_items(lines) if fmt == "csv" else ndjson_items(lines)
+        items = csv_items(lines) if fmt == "csv" else NdjsonLines(lines)
         with _Phases(silent, size, meter) as progress:
             try:
                 report = import_events(
-                    state.conn, target, items, skip_invalid=skip_invalid, progress=progress
+                    state.conn, target, items, skip_invalid=skip_invalid, progress=progress, processes=2
                 )
             except InvalidEvents as e:
                 if not e.problems:  # the input as a whole is unreadable: skipping lines would not help

@@ -9,7 +9,7 @@ from sealexports.ingest.importer import (
     import_events,
     ingest_batch,
 )
-from sealexports.ingest.readers import Item, Meter, csv_items, json_array_items, ndjson_items
+from sealexports.ingest.readers import Item, Meter, NdjsonLines, csv_items, json_array_items, ndjson_items
 
 __all__ = [
     "BATCH_MAX_EVENTS",
@@ -17,6 +17,7 @@ __all__ = [
     "ImportReport",
     "Item",
     "Meter",
+    "NdjsonLines",
     "csv_items",
     "import_events",
     "ingest_batch",

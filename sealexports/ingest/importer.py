@@ -9,26 +9,35 @@ the good ones in the temporary database (the input is read once: stdin works). 2
 skip_invalid): stitch the sorted events without writing, to find events with no visit to join.
 3: stitch again and write, one transaction per window of events. Any bad line in pass 1 or 2
 stops the import before it writes anything, unless skip_invalid.
+
+On the command line (`processes=2`) a second process (helper.py) checks every other block of
+NDJSON lines in pass 1, and in pass 3 stitches and builds each window's rows while this one
+writes the window before (and runs pass 2 meanwhile); only this one writes to the database.
 """
 
 from __future__ import annotations
 
 import heapq
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from sealexports.errors import InvalidEvents, Problem, TooLarge
 from sealexports.ingest.event_format import Event, EventError, parse_event
-from sealexports.ingest.readers import Item
+from sealexports.ingest.readers import Item, NdjsonLines, ndjson_items
 from sealexports.ingest.stitcher import Checked, Checker, Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
-from sealexports.storage.database import transaction
-from sealexports.storage.visits import InsertCounts, insert_visits
+from sealexports.storage.database import database_file, transaction
+from sealexports.storage.visits import InsertCounts, insert_visits, write_rows
+
+if TYPE_CHECKING:
+    from sealexports.ingest.helper import Built, Helper
 
 WINDOW = 5000  # events per window (and per transaction) of a file import
 BATCH_MAX_EVENTS = 10_000  # events in one HTTP batch
@@ -54,6 +63,12 @@ class ErrorLog:
         elif line < -self._heap[0][0]:
             heapq.heapreplace(self._heap, entry)
 
+    def merge(self, count: int, first: list[Problem]) -> None:
+        """Add another log's count and its first rejections."""
+        for r in first:
+            self.add(r)
+        self.count += count - len(first)
+
     def first(self) -> list[Problem]:
         return [r for _, _, r in sorted(self._heap, key=lambda x: (-x[0], x[1]))]
 
@@ -77,7 +92,7 @@ class BatchReport:
     counts: InsertCounts = field(default_factory=InsertCounts)
 
 
-def _stage_row(e: Event) -> tuple[object, ...]:
+def stage_row(e: Event) -> tuple[object, ...]:
     """The event as storage.imports.STAGED_COLUMNS: the rest of its fields as a JSON array."""
     payload = orjson.dumps(
         (e.kind, e.path, e.referrer, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_term,
@@ -87,9 +102,10 @@ def _stage_row(e: Event) -> tuple[object, ...]:
     return (e.line, e.key, e.ts, e.rank, e.event_id, payload)
 
 
-def _unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+def unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
+    """Sorted staged rows (Staging.windows: the position first) as events."""
     events = []
-    for line, key, ts, event_id, payload in rows:
+    for _, line, key, ts, event_id, payload in rows:
         p = orjson.loads(payload)
         events.append(Event(line, p[0], ts, key, event_id, *p[1:]))
     return events
@@ -98,7 +114,7 @@ def _unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
 def _checked(rows: Iterable[tuple[Any, ...]]) -> list[Checked]:
     """Staged rows (Staging.checks) as the checker takes them: page views rank first, and the
     other events' kind is the first item of their payload."""
-    return [(line, key, ts, orjson.loads(p)[0] if rank else "pageview") for line, key, ts, rank, p in rows]
+    return [(line, key, ts, orjson.loads(p)[0] if rank else "pageview") for _, line, key, ts, rank, p in rows]
 
 
 def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
@@ -151,6 +167,151 @@ def _lookup(conn: sqlite3.Connection, site: Site) -> Callable[[list[str]], dict[
     return lambda keys: imports.stored_visits(conn, site.site_id, keys)
 
 
+class _Run:
+    """One import: its report, its bad lines, its progress, its staged events."""
+
+    def __init__(self, conn: sqlite3.Connection, site: Site, window: int, progress: Progress | None) -> None:
+        self.conn, self.site, self.window = conn, site, window
+        self.report = ImportReport()
+        self.log = ErrorLog()
+        self.tick = progress or (lambda phase, done, total: None)
+        self.staging = imports.Staging(conn)
+        self.done = 0  # events of pass 3 so far
+        self.total = 0  # events to write (known after the sort)
+
+    def stage(self, items: Iterable[Item], rows: list[tuple[object, ...]]) -> None:
+        """Pass 1 over these items: the good ones staged (`rows` holds those not staged yet)."""
+        report, log = self.report, self.log
+        for item in items:
+            report.records += 1
+            if item.data is None:
+                log.add(Problem(None, item.error or "bad record", item.line))
+                continue
+            try:
+                rows.append(stage_row(parse_event(item.data, item.line)))
+            except EventError as e:
+                log.add(e.at(item.line))
+                continue
+            if len(rows) >= self.window:
+                self.staging.add(rows)
+                rows.clear()
+                self.tick("read", report.records, None)
+        self.staging.add(rows)
+        rows.clear()
+
+    def stage_split(self, lines: Iterable[bytes], helper: Helper) -> None:
+        """Pass 1 of NDJSON lines on two processes: every other block goes to the helper."""
+        number = 1
+        rows: list[tuple[object, ...]] = []
+        it = iter(lines)
+        for n, block in enumerate(iter(lambda: list(islice(it, self.window)), [])):
+            if n % 2:
+                helper.parse(number, block)
+            else:
+                self.stage(ndjson_items(block, first=number), rows)
+            number += len(block)
+            if len(block) == self.window:  # as `stage` does: no bar for an input of one window
+                self.tick("read", self.report.records, None)
+        parsed = helper.parsed()
+        self.report.records += parsed.records
+        self.log.merge(parsed.invalid, parsed.problems)
+        self.staging.attach(helper.part)
+
+    def check(self, between: Callable[[], None] = lambda: None) -> None:
+        """Pass 2: a dry run of the stitching; raises for events with no visit to join."""
+        checker = Checker(_lookup(self.conn, self.site))
+        done = 0
+        for rows in self.staging.checks(self.window):
+            for r in checker.window(_checked(rows)):
+                self.log.add(r)
+            done += len(rows)
+            self.tick("check", done, self.total)
+            between()
+        if self.log.count:
+            raise _fail(self.log)
+
+    def write(self, stitcher: Stitcher, after: int = 0) -> None:
+        """Pass 3 in this process, from position `after` on."""
+        for rows in self.staging.windows(self.window, after):
+            with transaction(self.conn):
+                written = write_window(self.conn, self.site, stitcher, unstage(rows))
+            self.wrote(len(rows), written.counts, len(written.stitched.accepted), written.stitched.rejected)
+            self.report.duplicates += written.duplicates
+
+    def write_split(self, helper: Helper, check: bool) -> None:
+        """Pass 3 with the helper building the rows (and pass 2 meanwhile, if `check`)."""
+        first_id, version = _start(self.conn)
+        helper.build(first_id, self.window)
+        ahead: deque[Built | None] = deque()  # built during the dry run (None: the last was)
+
+        def receive() -> None:
+            while len(ahead) < AHEAD and (not ahead or ahead[-1] is not None) and helper.ready():
+                ahead.append(helper.next())
+
+        if check:
+            self.check(receive)
+        after, carry = 0, None
+        for b in _drain(ahead, helper):
+            try:
+                with transaction(self.conn):
+                    if _version(self.conn) != version:
+                        raise _Moved
+                    write_rows(self.conn, b.rows)
+                    imports.record_ids(self.conn, self.site.site_id, b.ids)
+                    imports.save_visit_keys(self.conn, self.site.site_id, b.keys)
+            except _Moved:
+                break
+            after, carry = b.last, b.carry
+            self.wrote(b.events, b.rows.counts, b.accepted, b.rejected)
+        else:
+            return
+        # Another connection has written: the rest is stitched and written here, as it would
+        # have been without the helper, from the last window written.
+        helper.close()
+        stitcher = Stitcher(_lookup(self.conn, self.site))
+        stitcher.carry = carry
+        self.write(stitcher, after)
+
+    def wrote(self, events: int, counts: InsertCounts, accepted: int, rejected: list[Problem]) -> None:
+        _add(self.report.counts, counts)
+        self.report.imported += accepted
+        for r in rejected:
+            self.log.add(r)
+        self.done += events
+        self.tick("write", self.done, self.total)
+
+
+AHEAD = 4  # windows the helper may build ahead while the dry run goes on
+
+
+class _Moved(Exception):
+    """Another connection has committed since pass 3 started."""
+
+
+def _start(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The first id new visits take, and the database's data version, read together."""
+    conn.execute("BEGIN")
+    try:
+        first_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0])
+        return first_id, _version(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _drain(ahead: deque[Built | None], helper: Helper) -> Iterator[Built]:
+    """The windows received ahead, then the rest as they come."""
+    while ahead:
+        if (b := ahead.popleft()) is None:
+            return
+        yield b
+    while (b := helper.next()) is not None:
+        yield b
+
+
 def import_events(
     conn: sqlite3.Connection,
     site: Site,
@@ -159,69 +320,50 @@ def import_events(
     skip_invalid: bool = False,
     window: int = WINDOW,
     progress: Progress | None = None,
+    processes: int = 1,
 ) -> ImportReport:
     """Import events read from a file. Raises InvalidEvents (having written nothing) when any
-    is bad, unless `skip_invalid`: then the good ones are imported and the report lists the rest."""
-    report = ImportReport()
-    log = ErrorLog()
-    tick = progress or (lambda phase, done, total: None)
-    staging = imports.Staging(conn)
+    is bad, unless `skip_invalid`: then the good ones are imported and the report lists the rest.
+
+    `processes=2` (the command line; never in the server): a second process checks every other
+    block of lines of an NDJSON input (`NdjsonLines`) in pass 1, and stitches and builds the
+    rows of pass 3 while this one writes them. The tables end the same, row for row."""
+    run = _Run(conn, site, window, progress)
+    report, log = run.report, run.log
+    helper = None
     try:
-        rows: list[tuple[object, ...]] = []
-        for item in _fatal_as_invalid(items):
-            report.records += 1
-            if item.data is None:
-                log.add(Problem(None, item.error or "bad record", item.line))
-                continue
-            try:
-                rows.append(_stage_row(parse_event(item.data, item.line)))
-            except EventError as e:
-                log.add(e.at(item.line))
-                continue
-            if len(rows) >= window:
-                staging.add(rows)
-                rows = []
-                tick("read", report.records, None)
-        staging.add(rows)
+        path = database_file(conn)
+        if processes > 1 and path:
+            from sealexports.ingest.helper import Helper
+
+            helper = Helper(path, site, run.staging.path, run.staging.file("part1.db"))
+        if helper is not None and isinstance(items, NdjsonLines):
+            run.stage_split(items.lines, helper)
+        else:
+            run.stage(_fatal_as_invalid(items), [])
         report.invalid = log.count
         valid = report.records - report.invalid
         if log.count and not skip_invalid:
             raise _fail(log)
-        tick("read", report.records, None)
-        staging.drop_known(site.site_id)
-        total = staging.sort()
-        report.duplicates = valid - total  # twice in the input, or taken in before
+        run.tick("read", report.records, None)
+        run.total = run.staging.sort(site.site_id)
+        report.duplicates = valid - run.total  # twice in the input, or taken in before
 
-        if not skip_invalid:  # a dry run: find events with no visit before writing any
-            checker = Checker(_lookup(conn, site))
-            done = 0
-            for rows_ in staging.checks(window):
-                for r in checker.window(_checked(rows_)):
-                    log.add(r)
-                done += len(rows_)
-                tick("check", done, total)
-            if log.count:
-                raise _fail(log)
-
-        stitcher = Stitcher(_lookup(conn, site))
-        done = 0
-        for rows_ in staging.windows(window):
-            with transaction(conn):
-                written = write_window(conn, site, stitcher, _unstage(rows_))
-            _add(report.counts, written.counts)
-            report.duplicates += written.duplicates
-            report.imported += len(written.stitched.accepted)
-            for r in written.stitched.rejected:
-                log.add(r)
-            done += len(rows_)
-            tick("write", done, total)
+        if helper is not None:
+            run.write_split(helper, check=not skip_invalid)
+        else:
+            if not skip_invalid:  # a dry run: find events with no visit before writing any
+                run.check()
+            run.write(Stitcher(_lookup(conn, site)))
         report.rejected = log.count - report.invalid
         report.errors = log.first()
         if report.counts.visits:
             imports.optimize(conn)
         return report
     finally:
-        staging.close()
+        if helper is not None:
+            helper.close()
+        run.staging.close()
 
 
 def _add(total: InsertCounts, more: InsertCounts) -> None:

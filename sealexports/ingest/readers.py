@@ -55,6 +55,17 @@ def ndjson_items(lines: Iterable[bytes], *, first: int = 1) -> Iterator[Item]:
         yield Item(number, data)
 
 
+@dataclass(slots=True)
+class NdjsonLines:
+    """NDJSON lines read as `ndjson_items` reads them; an import on two processes hands every
+    other block of them to its second process unparsed."""
+
+    lines: Iterable[bytes]
+
+    def __iter__(self) -> Iterator[Item]:
+        return ndjson_items(self.lines)
+
+
 # What a JSON array's items are split on: a whole string (skipped), an opening quote whose
 # string has not fully arrived yet, or a bracket or comma. Values themselves are left to orjson.
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|["\[\]{},]', re.DOTALL)

@@ -69,6 +69,14 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
     return conn
 
 
+def database_file(conn: sqlite3.Connection) -> str:
+    """The file of the connection's main database ('' for one in memory)."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(file or "")
+    return ""
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE: take the write lock up front so the busy timeout applies, not SQLITE_BUSY."""

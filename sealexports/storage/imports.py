@@ -1,13 +1,17 @@
 """What ingestion reads and writes besides the events: the ids of events taken in, each visit
 key's latest visit, and the staging tables an import sorts its events in.
 
-Staging lives in the connection's temporary database (a file, not memory): an import of any
-size holds only a window of events in memory, and other connections never see it.
+Staging lives in files of a private temporary folder, attached to the import's connection (not
+memory): an import of any size holds only a window of events in memory, and the import's
+second process (ingest/helper.py) can stage its half of the lines and read the sorted events.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -96,70 +100,106 @@ def optimize(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA optimize")
 
 
+def open_staging(path: str) -> sqlite3.Connection:
+    """A connection to a staging file of one process: no journal, no syncs (it dies with the
+    import), holding `import_staged`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS import_staged ({_COLS})")
+    return conn
+
+
+def stage(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]], schema: str = "main") -> None:
+    """Stage events (rows in STAGED_COLUMNS order, in the order of the input)."""
+    conn.execute("BEGIN")
+    conn.executemany(f"INSERT INTO {schema}.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("COMMIT")
+
+
 class Staging:
-    """Events of one import, staged in the connection's temporary database and read back
-    sorted by (visit key, time, page views first, line), one window at a time."""
+    """Events of one import, staged in a file of a private temporary folder (attached to the
+    connection as `staging`), and read back sorted by (visit key, time, page views first, line),
+    one window at a time. A second process may stage events in files of its own (`attach`), and
+    read the sorted events from `path`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.folder = tempfile.mkdtemp(prefix="sealexports-import-")
+        self.path = os.path.join(self.folder, "staging.db")
+        self.parts = ["staging"]
         conn.execute("PRAGMA temp_store = FILE")  # big sorts spill to disk, not to memory
-        conn.execute("DROP TABLE IF EXISTS temp.import_staged")
-        conn.execute("DROP TABLE IF EXISTS temp.import_sorted")
+        conn.execute("ATTACH DATABASE ? AS staging", [self.path])
+        conn.execute("PRAGMA staging.journal_mode = OFF")
+        conn.execute("PRAGMA staging.synchronous = OFF")
         # No index: a second copy of an event in the same input is dropped by sort(), which
         # costs less than keeping an index of random ids up to date on every row.
-        conn.execute(f"CREATE TEMP TABLE import_staged ({_COLS})")
+        conn.execute(f"CREATE TABLE staging.import_staged ({_COLS})")
+
+    def file(self, name: str) -> str:
+        """A path in the staging folder (for another process's part)."""
+        return os.path.join(self.folder, name)
 
     def add(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Stage events (rows in STAGED_COLUMNS order, in the order of the input)."""
-        self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT INTO temp.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self.conn.execute("COMMIT")
+        stage(self.conn, rows, "staging")
 
-    def drop_known(self, site_id: str) -> int:
-        """Unstage the events the site has taken in before; how many there were."""
-        cur = self.conn.execute(
-            "DELETE FROM temp.import_staged WHERE EXISTS (SELECT 1 FROM main.import_ids i "
-            "WHERE i.site_id = ? AND i.event_id = import_staged.event_id)",
+    def attach(self, path: str) -> None:
+        """Sort the events another process staged in `path` (see open_staging) with these."""
+        name = f"part{len(self.parts)}"
+        self.conn.execute(f"ATTACH DATABASE ? AS {name}", [path])
+        self.parts.append(name)
+
+    def sort(self, site_id: str) -> int:
+        """Copy the staged events the site has not taken in before, each once (its first copy in
+        the input: the lowest line), sorted; how many there are. `windows` reads them in that
+        order (rowid = position)."""
+        staged = " UNION ALL ".join(f"SELECT {_COLS} FROM {p}.import_staged" for p in self.parts)
+        self.conn.execute(f"CREATE TABLE staging.import_sorted ({_COLS})")
+        self.conn.execute(
+            f"INSERT INTO staging.import_sorted ({_COLS}) SELECT {_COLS} FROM "
+            f"(SELECT {_COLS}, min(line) FROM ({staged}) s WHERE NOT EXISTS (SELECT 1 FROM "
+            "main.import_ids i WHERE i.site_id = ? AND i.event_id = s.event_id) GROUP BY event_id) "
+            "ORDER BY key, ts, rank, line",
             [site_id],
         )
-        return cur.rowcount
+        for p in self.parts:
+            self.conn.execute(f"DROP TABLE {p}.import_staged")
+        return int(self.conn.execute("SELECT count(*) FROM staging.import_sorted").fetchone()[0])
 
-    def sort(self) -> int:
-        """Copy the staged events in reading order (rowid = position), each event once (its
-        first copy in the input); how many there are."""
-        self.conn.execute(f"CREATE TEMP TABLE import_sorted ({_COLS})")
-        self.conn.execute(
-            f"INSERT INTO temp.import_sorted ({_COLS}) SELECT {_COLS} FROM temp.import_staged "
-            "WHERE rowid IN (SELECT min(rowid) FROM temp.import_staged GROUP BY event_id) "
-            "ORDER BY key, ts, rank, line"
-        )
-        self.conn.execute("DROP TABLE temp.import_staged")
-        return int(self.conn.execute("SELECT count(*) FROM temp.import_sorted").fetchone()[0])
-
-    def windows(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
-        """The sorted events as (line, key, ts, event_id, payload), `size` at a time: one short
-        query each, no cursor held open."""
-        return self._pages("line, key, ts, event_id, payload", size)
+    def windows(self, size: int, after: int = 0) -> Iterable[list[tuple[Any, ...]]]:
+        """The sorted events as (line, key, ts, event_id, payload), `size` at a time from
+        position `after` on: one short query each, no cursor held open."""
+        return sorted_pages(self.conn, "staging.import_sorted", WINDOW_COLUMNS, size, after)
 
     def checks(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
         """What a dry run of the stitching needs, in the same order: (line, key, ts, rank, and
         the payload of events other than page views, whose kind it holds)."""
-        return self._pages("line, key, ts, rank, CASE WHEN rank THEN payload END", size)
-
-    def _pages(self, columns: str, size: int) -> Iterable[list[tuple[Any, ...]]]:
-        last = 0
-        while True:
-            rows = self.conn.execute(
-                f"SELECT rowid, {columns} FROM temp.import_sorted WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                [last, size],
-            ).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [r[1:] for r in rows]
+        return sorted_pages(self.conn, "staging.import_sorted", CHECK_COLUMNS, size)
 
     def close(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-        self.conn.execute("DROP TABLE IF EXISTS temp.import_staged")
-        self.conn.execute("DROP TABLE IF EXISTS temp.import_sorted")
+        for p in self.parts:
+            self.conn.execute(f"DETACH DATABASE {p}")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+WINDOW_COLUMNS = "line, key, ts, event_id, payload"
+CHECK_COLUMNS = "line, key, ts, rank, CASE WHEN rank THEN payload END"
+
+
+def sorted_pages(
+    conn: sqlite3.Connection, table: str, columns: str, size: int, after: int = 0
+) -> Iterable[list[tuple[Any, ...]]]:
+    """Rows of a sorted staging table `size` at a time, after position `after`, each page as
+    (rowid, *columns)."""
+    last = after
+    while True:
+        rows = conn.execute(
+            f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?", [last, size]
+        ).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield rows

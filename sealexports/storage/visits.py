@@ -176,12 +176,92 @@ def insert_visits(
     """Insert visits and their events in batches, or add events to stored visits (those given
     with `landing`); sets `id` on each new visit. The caller owns the transaction. `nul_free`:
     the caller has refused text with a NUL (ingestion does), so it is not looked for again."""
-    tz = ZoneInfo(site.timezone)
-    counts = InsertCounts()
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
-    stored: dict[int, tuple[int, str]] = {}  # continued visits: (page views so far, day)
+    builder = RowBuilder(site, next_id, lambda vid: conn.execute(_SEEN, [vid]).fetchone(), nul_free=nul_free)
+    counts = InsertCounts()
     it = iter(visits)
     while batch := list(islice(it, batch_size)):
+        rows = builder.build(batch)
+        write_rows(conn, rows)
+        builder.forget()  # a visit continued in a later batch is read back: memory stays flat
+        _add_counts(counts, rows.counts)
+        if progress:
+            progress(counts)
+    return counts
+
+
+_SEEN = "SELECT page_views, day FROM visits WHERE id = ?"
+
+
+def _add_counts(total: InsertCounts, more: InsertCounts) -> None:
+    total.visits += more.visits
+    total.pageviews += more.pageviews
+    total.conversions += more.conversions
+    total.microconversions += more.microconversions
+
+
+@dataclass(slots=True)
+class Rows:
+    """What `write_rows` stores for a batch of visits: the parameters of each statement."""
+
+    visits: list[tuple[object, ...]]
+    added: list[tuple[int, int]]  # (page views, id) of continued visits
+    pageviews: list[tuple[object, ...]]
+    conversions: list[tuple[object, ...]]
+    microconversions: list[tuple[object, ...]]
+    pages: list[tuple[object, ...]]
+    keys: list[tuple[object, ...]]
+    day_rows: list[tuple[object, ...]]
+    visit_days: list[tuple[object, ...]]
+    groups: list[tuple[object, ...]]
+    metrics: list[tuple[object, ...]]
+    counts: InsertCounts
+
+
+def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
+    """Store a batch built by `RowBuilder.build`. The caller owns the transaction."""
+    conn.executemany(_INSERT_VISIT, rows.visits)
+    conn.executemany(_ADD_PAGE_VIEWS, rows.added)
+    conn.executemany(_INSERT_PAGEVIEW, rows.pageviews)
+    conn.executemany(_INSERT_CONVERSION, rows.conversions)
+    conn.executemany(_INSERT_MICRO, rows.microconversions)
+    conn.executemany(_UPSERT_PAGE, rows.pages)
+    conn.executemany(_INSERT_KEY, rows.keys)
+    conn.executemany(_ADD_ROWS, rows.day_rows)
+    conn.executemany(_ADD_VISIT_DAYS, rows.visit_days)
+    conn.executemany(_ADD_GROUPS, rows.groups)
+    conn.executemany(_ADD_METRICS, rows.metrics)
+
+
+class RowBuilder:
+    """The rows of batches of visits, without touching the database: new visits take ids from
+    `next_id` on; `seen(id)` gives a stored visit's (page views, day) the first time it is
+    continued, later batches use what the builder counted (a visit continued again)."""
+
+    def __init__(
+        self,
+        site: Site,
+        next_id: int,
+        seen: Callable[[int], tuple[int, str]],
+        *,
+        nul_free: bool = False,
+    ) -> None:
+        self.site_id = site.site_id
+        self.tz = ZoneInfo(site.timezone)
+        self.next_id = next_id
+        self.seen = seen
+        self.nul_free = nul_free
+        self.stored: dict[int, tuple[int, str]] = {}  # continued visits: (page views so far, day)
+
+    def forget(self, keep: int | None = None) -> None:
+        """Drop what was counted of continued visits but visit `keep` (memory stays bounded)."""
+        kept = self.stored.get(keep) if keep is not None else None
+        self.stored = {keep: kept} if keep is not None and kept is not None else {}
+
+    def build(self, batch: Iterable[Visit]) -> Rows:
+        """The rows of these visits; sets `id` on each new one."""
+        site_id, tz, stored = self.site_id, self.tz, self.stored
+        next_id = self.next_id
         rows_v: list[tuple[object, ...]] = []
         rows_p: list[tuple[object, ...]] = []
         rows_c: list[tuple[object, ...]] = []
@@ -194,7 +274,7 @@ def insert_visits(
         metrics: Metrics = {}
         groups: Groups = {}
         for visit in batch:
-            if not nul_free:
+            if not self.nul_free:
                 _drop_nul(visit)
             dims = _dims_of(visit)
             per_day: dict[str, list[int]] = {}  # day -> the six sums of this visit's events that day
@@ -207,10 +287,7 @@ def insert_visits(
                 visit_day = ""
                 if visit.pages:
                     added.append((len(visit.pages), vid))
-                    seen, visit_day = (
-                        stored.get(vid)
-                        or conn.execute("SELECT page_views, day FROM visits WHERE id = ?", [vid]).fetchone()
-                    )
+                    seen, visit_day = stored.get(vid) or self.seen(vid)
                     if seen == 1:  # its second page view makes the visit engaged
                         per_day[visit_day] = [0, 1, 0, 0, 0, 0]
                     stored[vid] = (seen + len(visit.pages), visit_day)
@@ -222,19 +299,20 @@ def insert_visits(
                 next_id += 1
                 ts, day = _stamp(landing.ts, tz)
                 visit_day = day
+                stored[vid] = (len(visit.pages), day)
                 values = (*(x or "" for x in _grouped_of(visit)), landing.path, "")
                 keys.update(zip(GROUPED_VISIT_DIMENSIONS, repeat(day), values))
                 keys.add(("landing_page", day, landing.path))
                 per_day[day] = [1, int(len(visit.pages) >= 2), 0, 0, 0, 0]  # entrances, engaged
                 _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
                 rows_v.append(
-                    (vid, site.site_id, day, ts, landing.path, landing.content_grouping,
+                    (vid, site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
                 )  # fmt: skip
             for i, pv in enumerate(visit.pages):
                 ts, day = _stamp(pv.ts, tz)
                 rows_p.append(
-                    (site.site_id, day, ts, vid, pv.path, pv.content_grouping, int(i == first),
+                    (site_id, day, ts, vid, pv.path, pv.content_grouping, int(i == first),
                      landing.path, *dims)
                 )  # fmt: skip
                 _note_page(pages, pv.path, pv.content_grouping, day)
@@ -255,7 +333,7 @@ def insert_visits(
                 sums[_REVENUE] += c.amount_cents
                 _count(metrics, "path", day, c.path, _CONVERSIONS, 1)
                 rows_c.append(
-                    (site.site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
+                    (site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
                 )  # fmt: skip
             for m in visit.microconversions:
@@ -265,30 +343,24 @@ def insert_visits(
                     sums = per_day[day] = [0, 0, 0, 0, 0, 0]
                 sums[_MICRO] += 1
                 rows_m.append(
-                    (site.site_id, day, ts, vid, m.conversion_type, m.path,
+                    (site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
                 )  # fmt: skip
             # Summed per visit and day, then added once into each dimension and the group.
             for day, sums in per_day.items():
                 _add_visit(metrics, groups, values, group, day, sums)
-        conn.executemany(_INSERT_VISIT, rows_v)
-        conn.executemany(_ADD_PAGE_VIEWS, added)
-        conn.executemany(_INSERT_PAGEVIEW, rows_p)
-        conn.executemany(_INSERT_CONVERSION, rows_c)
-        conn.executemany(_INSERT_MICRO, rows_m)
-        conn.executemany(_UPSERT_PAGE, [(site.site_id, path, *info) for path, info in pages.items()])
-        conn.executemany(_INSERT_KEY, [(site.site_id, *key) for key in keys])
-        conn.executemany(_ADD_ROWS, [(site.site_id, kind, day, n) for (kind, day), n in day_rows.items()])
-        conn.executemany(_ADD_VISIT_DAYS, [(site.site_id, *key, n) for key, n in visit_days.items()])
-        conn.executemany(_ADD_GROUPS, [(site.site_id, day, *g, *sums) for (day, g), sums in groups.items()])
-        conn.executemany(_ADD_METRICS, [(site.site_id, *key, *sums) for key, sums in metrics.items()])
-        counts.visits += len(rows_v)
-        counts.pageviews += len(rows_p)
-        counts.conversions += len(rows_c)
-        counts.microconversions += len(rows_m)
-        if progress:
-            progress(counts)
-    return counts
+        self.next_id = next_id
+        counts = InsertCounts(len(rows_v), len(rows_p), len(rows_c), len(rows_m))
+        return Rows(
+            rows_v, added, rows_p, rows_c, rows_m,
+            [(site_id, path, *info) for path, info in pages.items()],
+            [(site_id, *key) for key in keys],
+            [(site_id, kind, day, n) for (kind, day), n in day_rows.items()],
+            [(site_id, *key, n) for key, n in visit_days.items()],
+            [(site_id, day, *g, *sums) for (day, g), sums in groups.items()],
+            [(site_id, *key, *sums) for key, sums in metrics.items()],
+            counts,
+        )  # fmt: skip
 
 
 def _drop_nul(visit: Visit) -> None:
@@ -317,10 +389,26 @@ _EVENT_TEXT = {
 
 def _stamp(ts: datetime, tz: ZoneInfo) -> tuple[str, str]:
     """(UTC timestamp with Z, local day of the site)."""
+    seconds = ts.timestamp()
+    if seconds.is_integer():  # the usual case: the text from a table of each hour's
+        hour, second = divmod(int(seconds), 3600)
+        prefix, day = _hour_of(tz, hour)
+        if day is not None:
+            return prefix + _MINUTES_SECONDS[second], day
     utc = ts.astimezone(UTC)
     text = iso(utc)
     day = _hour_day(tz, text[:13])
     return text, day if day is not None else utc.astimezone(tz).date().isoformat()
+
+
+_MINUTES_SECONDS = tuple(f":{s // 60:02d}:{s % 60:02d}Z" for s in range(3600))
+
+
+@lru_cache(maxsize=16384)
+def _hour_of(tz: ZoneInfo, hour: int) -> tuple[str, str | None]:
+    """UTC hour `hour` (hours since the epoch) as text ('2025-01-10T14') and its local day."""
+    text = datetime.fromtimestamp(hour * 3600, UTC).replace(tzinfo=None).isoformat()[:13]
+    return text, _hour_day(tz, text)
 
 
 @lru_cache(maxsize=16384)

@@ -1,0 +1,203 @@
+"""An import on two processes (the command line's) stores exactly what one process stores:
+every table compared row for row, also when another connection writes while it runs, and
+against a digest of the tables written by the single-process import before the second process
+existed (commit b92c55f)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from sealexports import demo
+from sealexports.ingest import NdjsonLines, import_events, ingest_batch, ndjson_items
+from sealexports.ingest.importer import ImportReport, Progress
+from sealexports.storage import accounts
+from sealexports.storage.database import connect
+from sealexports.storage.visits import ANALYTICS_TABLES, INGEST_TABLES
+
+TIMEZONE = "Europe/Madrid"
+WINDOW = 250  # small windows: many of them, visits carried across them, blocks on both processes
+# The tables the single-process import wrote for lines() (first file, then second), before
+# the import had a second process: sha256 of dump(), first 16 hex digits.
+BEFORE = "11f80163131f00ac"
+
+
+def lines(seed: int, visits: int) -> list[bytes]:
+    """Demo traffic as NDJSON, visit after visit: one visitor per visit (some visitors come back,
+    some visits keyed by visit_id), every field of the events format used somewhere."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    generated = demo.generate(TIMEZONE, end=date(2025, 3, 31), days=20, visits=visits, seed=seed)
+    for number, v in enumerate(generated):
+        who: dict[str, Any] = (
+            {"visit_id": f"visit-{number}"}
+            if number % 7 == 0
+            else {"visitor": f"u{rng.randrange(visits // 2)}"}
+        )
+        dims = {
+            "referrer": v.referrer, "utm_source": v.utm_source, "utm_medium": v.utm_medium,
+            "utm_campaign": v.utm_campaign, "utm_term": v.utm_term, "utm_content": v.utm_content,
+            "country": v.country, "device_type": v.device_type, "browser": v.browser, "os": v.os,
+        }  # fmt: skip
+        events: list[dict[str, Any]] = []
+        for i, p in enumerate(v.pages):
+            e = {
+                "type": "pageview",
+                "ts": p.ts.isoformat(),
+                **who,
+                "path": p.path,
+                "content_grouping": p.content_grouping,
+            }
+            if i == 0:
+                e.update({k: x for k, x in dims.items() if x is not None})
+            events.append(e)
+        for kind, items in (("conversion", v.conversions), ("microconversion", v.microconversions)):
+            for c in items:
+                e = {
+                    "type": kind,
+                    "ts": c.ts.isoformat(),
+                    **who,
+                    "path": c.path,
+                    "conversion_type": c.conversion_type,
+                }
+                if kind == "conversion":
+                    e["amount"] = c.amount_cents / 100
+                if c.properties:
+                    e["properties"] = orjson.loads(c.properties)
+                if number % 11 == 0:
+                    e["id"] = f"order-{number}-{c.conversion_type}"
+                events.append(e)
+        out += [orjson.dumps(e) for e in events]
+    rng.shuffle(out)  # any order: the import sorts
+    out += out[: len(out) // 20]  # duplicates in the same input
+    out.insert(len(out) // 3, b"")  # a blank line, counted
+    return out
+
+
+def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {
+            t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+            for t in (*ANALYTICS_TABLES, *INGEST_TABLES)
+        }
+    finally:
+        conn.close()
+
+
+def digest(tables: dict[str, list[tuple[Any, ...]]]) -> str:
+    return hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()[:16]
+
+
+def fresh(path: Path) -> tuple[sqlite3.Connection, accounts.Site]:
+    conn = connect(path)
+    return conn, accounts.create_site(conn, "shop", timezone=TIMEZONE)
+
+
+def run(
+    path: Path,
+    data: list[bytes],
+    processes: int,
+    progress: Progress | None = None,
+    *,
+    skip_invalid: bool = False,
+) -> ImportReport:
+    conn = connect(path)
+    try:
+        site = accounts.get_site(conn, "shop")
+        items = NdjsonLines(data) if processes > 1 else ndjson_items(data)
+        return import_events(
+            conn,
+            site,
+            items,
+            window=WINDOW,
+            processes=processes,
+            progress=progress,
+            skip_invalid=skip_invalid,
+        )
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def files() -> tuple[list[bytes], list[bytes]]:
+    """Two files: the second continues visits of the first (and has events before them), and
+    repeats some of its lines."""
+    first, second = lines(1, 500), lines(2, 400)
+    return first, second + first[:200]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory, files: tuple[list[bytes], list[bytes]]) -> Path:
+    path = tmp_path_factory.mktemp("single") / "one.db"
+    fresh(path)[0].close()
+    run(path, files[0], processes=1)
+    run(path, files[1], processes=1, skip_invalid=True)  # some events come before a stored visit
+    return path
+
+
+def test_the_files_make_many_windows_and_visits_across_them(single: Path) -> None:
+    tables = dump(single)
+    assert len(tables["import_ids"]) > 5 * WINDOW
+    assert len({row[0] for row in tables["visits"]}) > 300
+    assert tables["visit_days"] and tables["conversions"] and tables["microconversions"]
+
+
+def test_one_process_writes_what_it_wrote_before(single: Path) -> None:
+    assert digest(dump(single)) == BEFORE
+
+
+def test_two_processes_write_every_table_as_one_does(
+    tmp_path: Path, files: tuple[list[bytes], list[bytes]], single: Path
+) -> None:
+    path = tmp_path / "two.db"
+    fresh(path)[0].close()
+    reports = [run(path, files[0], processes=2), run(path, files[1], processes=2, skip_invalid=True)]
+    assert dump(path) == dump(single)
+    assert reports[1].duplicates > 200  # the repeated lines, and the copies in the same input
+    assert reports[0].imported + reports[1].imported == len(dump(path)["import_ids"])
+
+
+def writer(path: Path) -> Callable[[str, int, int | None], None]:
+    """A progress callback that has another connection take in a batch after the first window
+    written: a server taking in events while the import runs."""
+    state = {"written": False}
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase == "write" and not state["written"]:
+            state["written"] = True
+            conn = connect(path)
+            try:
+                site = accounts.get_site(conn, "shop")
+                batch = [
+                    {"type": "pageview", "ts": "2025-03-20T10:00:00Z", "visitor": "server", "path": "/live"}
+                ]
+                ingest_batch(conn, site, ndjson_items([orjson.dumps(e) for e in batch]))
+            finally:
+                conn.close()
+
+    return progress
+
+
+def test_a_server_writing_meanwhile_gets_the_same_tables(
+    tmp_path: Path, files: tuple[list[bytes], list[bytes]]
+) -> None:
+    results = []
+    for processes in (1, 2):
+        path = tmp_path / f"p{processes}.db"
+        fresh(path)[0].close()
+        report = run(path, files[0], processes=processes, progress=writer(path))
+        results.append((dump(path), report.imported, report.counts))
+    assert results[0] == results[1]
+    visits = results[1][0]["visits"]
+    assert len({v[0] for v in visits}) == len(visits)
+    live = [v[0] for v in visits if "/live" in v]  # its id: taken between two windows of the import
+    assert len(live) == 1 and 1 < live[0] < max(v[0] for v in visits)
