@@ -142,7 +142,7 @@ def test_keys_made_before_site_binding_keep_working_on_every_site(tmp_path: Path
     old = "sm_" + "k" * 43
     conn.execute(
         "INSERT INTO api_keys (account_id, name, prefix, key_hash, created_at) VALUES (1, 'old', ?, ?, ?)",
-        [old[:12], accounts._hash(old), "2025-01-01T00:00:00Z"],
+        [old[:12], accounts.key_hash(old), "2025-01-01T00:00:00Z"],
     )
     conn.close()
     for service in serve(db, tmp_path):  # migrates

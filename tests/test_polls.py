@@ -15,6 +15,7 @@ import pytest
 from sealexports import logs
 from sealexports.api.polls import StatusPolls
 from sealexports.config import DEFAULT_PLANS, Plan
+from sealexports.storage.accounts import create_key, create_site, get_site, key_hash
 from tests.apps import API, Api, ApiFactory, Template
 
 PLANS = {**DEFAULT_PLANS, "pro": Plan(concurrent_exports=3, max_rows=1_000_000, requests_per_minute=12)}
@@ -151,6 +152,13 @@ def test_what_would_write_or_fail_goes_to_litestar(
         lambda: api.client.get(f"{API}/{job}", params={"site_id": "other"}, headers={"X-API-Key": other_key}),
         404,
     )
+    with api.conn() as conn:  # a key of the site's account, but for writing; one bound to another site
+        account = get_site(conn, "demo").account.name
+        create_site(conn, "sibling", account=account)
+        writer = {"X-API-Key": create_key(conn, site_id="demo", scope="write")}
+        bound = {"X-API-Key": create_key(conn, site_id="sibling")}
+    assert declined(lambda: api.get_job(job, headers=writer), 403)["error"]["code"] == "forbidden"
+    assert declined(lambda: api.get_job(job, headers=bound), 404)["error"]["code"] == "not_found"
     # A repeated parameter, an unusual one: Litestar reads the query.
     declined(lambda: api.client.get(f"{API}/{job}?site_id=demo&site_id=demo", headers=api.headers), 200)
     declined(lambda: api.client.get(f"{API}/{job}?site_id=demo&x=1", headers=api.headers), 200)
@@ -163,7 +171,8 @@ def test_what_would_write_or_fail_goes_to_litestar(
         conn.execute("UPDATE api_keys SET last_used_at = NULL")
     declined(lambda: api.get_job(job), 200)
     with api.conn() as conn:
-        assert conn.execute("SELECT count(*) FROM api_keys WHERE last_used_at IS NULL").fetchone()[0] == 1
+        used = "SELECT last_used_at FROM api_keys WHERE key_hash = ?"
+        assert conn.execute(used, [key_hash(api.key)]).fetchone()[0] is not None
     assert api.get_job(job).status_code == 200 and spied.answered == 2  # recorded: fast again
     # A link past its time: Litestar expires the job.
     with api.conn() as conn:
@@ -208,3 +217,21 @@ def test_fast_polls_are_logged_and_counted_under_the_route(
     route = re.escape("/api/v1/exports/{job_id}")
     counted = re.search(rf'sealexports_http_requests_total\{{[^}}]*route="{route}"[^}}]*\}} (\d+)', metrics)
     assert counted and float(counted.group(1)) == 4, metrics
+
+
+def test_a_poll_sees_every_commit_made_before_it(
+    make: ApiFactory, small: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a fast poll read is remembered only until another connection commits."""
+    api = make(small)
+    spied = spy(api, monkeypatch)
+    job = job_id(api)
+    assert api.job(job)["file_size_bytes"] and spied.answered == 1
+    assert api.job(job)["file_size_bytes"] and spied.answered == 2  # remembered
+    with api.conn() as conn:
+        conn.execute("UPDATE export_jobs SET file_size_bytes = 12345 WHERE job_id = ?", [job])
+    assert api.job(job)["file_size_bytes"] == 12345 and spied.answered == 3
+    with api.conn() as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = '2026-01-01T00:00:00Z'")
+    r = api.get_job(job)
+    assert r.status_code == 401 and spied.answered == 3

@@ -6,8 +6,8 @@ Every non-2xx body is {"detail", "error": {"code", "message", "detail"}, "reques
 from __future__ import annotations
 
 import logging
+import random
 import re
-import uuid
 from typing import Any
 
 from litestar import Request, Response
@@ -52,7 +52,8 @@ def request_id(scope: Scope) -> str:
     rid = state.get("request_id")
     if rid is None:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex
+        # Random, not secret: a correlation id needs no system entropy (uuid4: a syscall a request).
+        rid = incoming if _INCOMING_ID.match(incoming) else f"{random.getrandbits(128):032x}"
         state["request_id"] = rid
     return str(rid)
 

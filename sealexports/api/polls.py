@@ -38,11 +38,11 @@ from sealexports.api.exports import job_for
 from sealexports.api.limits import KeyBudgets, raw_headers
 from sealexports.api.params import site_slug
 from sealexports.errors import SealExportsError
-from sealexports.jobs import lifecycle, service
+from sealexports.jobs import lifecycle
 from sealexports.services import Services
-from sealexports.storage.accounts import check_key, site_for, use_is_due
+from sealexports.storage.accounts import key_hash, use_is_due
 from sealexports.storage.database import ConnectionPerThread
-from sealexports.storage.export_jobs import JobRecord
+from sealexports.storage.export_jobs import JobRecord, readable_job
 
 PREFIX = "/api/v1/exports/"
 TEMPLATE = "/api/v1/exports/{job_id}"  # the route's, as Litestar labels it in the metrics
@@ -51,6 +51,7 @@ _QUERY = re.compile(
     r"(?:(site_id|account_id)=([A-Za-z0-9._~-]+))(?:&(site_id|account_id)=([A-Za-z0-9._~-]+))?"
 )
 _JSON = (b"content-type", b"application/json")
+REMEMBERED = 10_000  # reads remembered at most (all forgotten at once past it)
 
 
 class StatusPolls:
@@ -62,6 +63,8 @@ class StatusPolls:
         self.budgets = budgets
         # The event loop's: its queries never wait for a lock (a busy database goes to Litestar).
         self.db = ConnectionPerThread(services.settings.database, busy_timeout_ms=0)
+        # (key, site, job) -> (data_version, what readable_job read then)
+        self._seen: dict[tuple[str, str, str], tuple[int, tuple[JobRecord, str | None] | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = None
@@ -102,14 +105,25 @@ class StatusPolls:
         return [_JSON, (b"content-length", str(len(body)).encode()), *raw_headers(limits)], body
 
     def _job(self, key: str, job_id: str, query: dict[str, str]) -> JobRecord | None:
-        """The job, read as GET /exports/{job_id} reads it; None where that read would write."""
+        """The job, as GET /exports/{job_id} reads it, in one read; None where that read would
+        write, or refuse. A read is remembered until another connection commits (`PRAGMA
+        data_version`, read first: a commit after it only makes the next poll read again)."""
         conn = self.db.get()
-        credential = check_key(conn, key, scope="read")
-        if use_is_due(credential.last_used_at):
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        slug = site_slug(query.get("site_id"), query.get("account_id"))
+        seen = self._seen.get((key, slug, job_id))
+        if seen is None or seen[0] != version:
+            if len(self._seen) >= REMEMBERED:
+                self._seen.clear()
+            seen = self._seen[(key, slug, job_id)] = (
+                version,
+                readable_job(conn, key_hash(key), slug, job_id),
+            )
+        found = seen[1]
+        if found is None:
             return None
-        site = site_for(conn, site_slug(query.get("site_id"), query.get("account_id")), credential.account)
-        job = service.find_site_job(conn, site, job_id)
-        return None if lifecycle.is_due(job) else job
+        job, last_used_at = found
+        return None if use_is_due(last_used_at) or lifecycle.is_due(job) else job
 
 
 def _query(raw: bytes) -> dict[str, str] | None:

@@ -237,7 +237,7 @@ def create_key(
         conn.execute(
             "INSERT INTO api_keys (account_id, site_id, name, prefix, key_hash, created_at, scope) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [account_id, site_id, name, key[:KEY_PREFIX_LEN], _hash(key), now_iso(), scope],
+            [account_id, site_id, name, key[:KEY_PREFIX_LEN], key_hash(key), now_iso(), scope],
         )
     return key
 
@@ -289,7 +289,7 @@ def check_key(conn: sqlite3.Connection, key: str, scope: str | None = None) -> C
         "SELECT a.id, a.name, a.plan, k.site_id, k.scope, k.id, k.last_used_at "
         "FROM api_keys k JOIN accounts a ON a.id = k.account_id "
         "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-        [_hash(key)],
+        [key_hash(key)],
     ).fetchone()
     if row is None:
         raise Unauthorized("invalid or revoked API key")
@@ -322,7 +322,7 @@ def record_use(conn: sqlite3.Connection, key_id: int) -> bool:
     return cur.rowcount == 1
 
 
-def _hash(key: str) -> str:
+def key_hash(key: str) -> str:
     # Keys carry 256 random bits, so a plain digest is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()
 

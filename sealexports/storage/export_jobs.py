@@ -106,6 +106,23 @@ def get_job(conn: sqlite3.Connection, job_id: str, *, account_id: int | None = N
     return _record(row)
 
 
+def readable_job(
+    conn: sqlite3.Connection, key_hash: str, site_id: str, job_id: str
+) -> tuple[JobRecord, str | None] | None:
+    """The job and the key's last recorded use, if a read key with this hash may read the job
+    of this site (the key's account's site, and the key not bound to another), in one read:
+    what `accounts.check_key`, `accounts.site_for` and `get_job` check in three."""
+    row = conn.execute(
+        f"SELECT k.last_used_at, {', '.join(f'j.{f.name}' for f in fields(JobRecord))} "
+        "FROM api_keys k JOIN sites s ON s.account_id = k.account_id "
+        "JOIN export_jobs j ON j.site_id = s.site_id AND j.account_id = s.account_id "
+        "WHERE k.key_hash = ? AND k.revoked_at IS NULL AND k.scope = 'read' "
+        "AND (k.site_id IS NULL OR k.site_id = s.site_id) AND s.site_id = ? AND j.job_id = ?",
+        [key_hash, site_id, job_id],
+    ).fetchone()
+    return None if row is None else (_record(row[1:]), row[0])
+
+
 def find_job(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
     try:
         return get_job(conn, job_id)

