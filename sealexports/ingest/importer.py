@@ -346,7 +346,7 @@ def import_events(
         if log.count and not skip_invalid:
             raise _fail(log)
         run.tick("read", report.records, None)
-        run.total = run.staging.sort(site.site_id)
+        run.total = run.staging.sort(site.site_id, threads=processes - 1)
         report.duplicates = valid - run.total  # twice in the input, or taken in before
 
         if helper is not None:

@@ -150,19 +150,24 @@ class Staging:
         self.conn.execute(f"ATTACH DATABASE ? AS {name}", [path])
         self.parts.append(name)
 
-    def sort(self, site_id: str) -> int:
+    def sort(self, site_id: str, *, threads: int = 0) -> int:
         """Copy the staged events the site has not taken in before, each once (its first copy in
         the input: the lowest line), sorted; how many there are. `windows` reads them in that
-        order (rowid = position)."""
+        order (rowid = position). `threads`: SQLite's sorter may use that many more threads."""
         staged = " UNION ALL ".join(f"SELECT {_COLS} FROM {p}.import_staged" for p in self.parts)
         self.conn.execute(f"CREATE TABLE staging.import_sorted ({_COLS})")
-        self.conn.execute(
-            f"INSERT INTO staging.import_sorted ({_COLS}) SELECT {_COLS} FROM "
-            f"(SELECT {_COLS}, min(line) FROM ({staged}) s WHERE NOT EXISTS (SELECT 1 FROM "
-            "main.import_ids i WHERE i.site_id = ? AND i.event_id = s.event_id) GROUP BY event_id) "
-            "ORDER BY key, ts, rank, line",
-            [site_id],
-        )
+        before = self.conn.execute("PRAGMA threads").fetchone()[0]
+        self.conn.execute(f"PRAGMA threads = {int(threads)}")
+        try:
+            self.conn.execute(
+                f"INSERT INTO staging.import_sorted ({_COLS}) SELECT {_COLS} FROM "
+                f"(SELECT {_COLS}, min(line) FROM ({staged}) s WHERE NOT EXISTS (SELECT 1 FROM "
+                "main.import_ids i WHERE i.site_id = ? AND i.event_id = s.event_id) GROUP BY event_id) "
+                "ORDER BY key, ts, rank, line",
+                [site_id],
+            )
+        finally:
+            self.conn.execute(f"PRAGMA threads = {int(before)}")
         for p in self.parts:
             self.conn.execute(f"DROP TABLE {p}.import_staged")
         return int(self.conn.execute("SELECT count(*) FROM staging.import_sorted").fetchone()[0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import islice, repeat
-from operator import add, attrgetter
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
@@ -139,22 +139,24 @@ def _add_visit(
 ) -> None:
     """Add a visit's sums of one day to every rollup dimension (its values, its landing page,
     the total) and to its group."""
+    totals = []
     for key in zip(_ROLLUP, repeat(day), values):
-        if (total := metrics.get(key)) is None:
+        if (t := metrics.get(key)) is None:
             metrics[key] = sums.copy()
         else:
-            total[:] = map(add, total, sums)
-    if (total := groups.get((day, group))) is None:
+            totals.append(t)
+    if (t := groups.get((day, group))) is None:
         groups[(day, group)] = sums.copy()
     else:
-        total[:] = map(add, total, sums)
-
-
-def _count(metrics: Metrics, dimension: str, day: str, value: str, metric: int, n: int) -> None:
-    sums = metrics.get((dimension, day, value))
-    if sums is None:
-        sums = metrics[(dimension, day, value)] = [0, 0, 0, 0, 0, 0]
-    sums[metric] += n
+        totals.append(t)
+    e, g, p, m, c, r = sums
+    for t in totals:  # unrolled: twice as fast as map(add, ...)
+        t[0] += e
+        t[1] += g
+        t[2] += p
+        t[3] += m
+        t[4] += c
+        t[5] += r
 
 
 _UPSERT_PAGE = (
@@ -271,7 +273,8 @@ class RowBuilder:
         day_rows: Counter[tuple[str, str]] = Counter()
         visit_days: Counter[tuple[str, int]] = Counter()  # page views off their visit's first day
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
-        metrics: Metrics = {}
+        metrics: Metrics = {}  # by visit dimension (their keys never name "path")
+        paths: Metrics = {}  # ("path", day, path): entrances, page views and conversions
         groups: Groups = {}
         for visit in batch:
             if not self.nul_free:
@@ -304,7 +307,10 @@ class RowBuilder:
                 keys.update(zip(GROUPED_VISIT_DIMENSIONS, repeat(day), values))
                 keys.add(("landing_page", day, landing.path))
                 per_day[day] = [1, int(len(visit.pages) >= 2), 0, 0, 0, 0]  # entrances, engaged
-                _count(metrics, "path", day, landing.path, _ENTRANCES, 1)
+                k = ("path", day, landing.path)
+                if (sums := paths.get(k)) is None:
+                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
+                sums[_ENTRANCES] += 1
                 rows_v.append(
                     (vid, site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
@@ -315,23 +321,34 @@ class RowBuilder:
                     (site_id, day, ts, vid, pv.path, pv.content_grouping, int(i == first),
                      landing.path, *dims)
                 )  # fmt: skip
-                _note_page(pages, pv.path, pv.content_grouping, day)
+                if (info := pages.get(pv.path)) is None:
+                    pages[pv.path] = [pv.content_grouping, day, day]
+                else:
+                    info[0] = pv.content_grouping
+                    if day < info[1]:  # type: ignore[operator]
+                        info[1] = day
+                    if day > info[2]:  # type: ignore[operator]
+                        info[2] = day
                 if day != visit_day:
                     visit_days[(day, vid)] += 1
-                keys.add(("path", day, pv.path))
                 if (sums := per_day.get(day)) is None:
                     sums = per_day[day] = [0, 0, 0, 0, 0, 0]
                 sums[_PAGE_VIEWS] += 1
-                _count(metrics, "path", day, pv.path, _PAGE_VIEWS, 1)
+                k = ("path", day, pv.path)
+                if (sums := paths.get(k)) is None:
+                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
+                sums[_PAGE_VIEWS] += 1
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
-                keys.add(("path", day, c.path))
                 day_rows[("conversions", day)] += 1
                 if (sums := per_day.get(day)) is None:
                     sums = per_day[day] = [0, 0, 0, 0, 0, 0]
                 sums[_CONVERSIONS] += 1
                 sums[_REVENUE] += c.amount_cents
-                _count(metrics, "path", day, c.path, _CONVERSIONS, 1)
+                k = ("path", day, c.path)
+                if (sums := paths.get(k)) is None:
+                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
+                sums[_CONVERSIONS] += 1
                 rows_c.append(
                     (site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
@@ -350,6 +367,8 @@ class RowBuilder:
             for day, sums in per_day.items():
                 _add_visit(metrics, groups, values, group, day, sums)
         self.next_id = next_id
+        keys.update(paths)  # every page's path by day: its page views' and conversions'
+        metrics.update(paths)
         counts = InsertCounts(len(rows_v), len(rows_p), len(rows_c), len(rows_m))
         return Rows(
             rows_v, added, rows_p, rows_c, rows_m,
@@ -422,18 +441,6 @@ def _hour_day(tz: ZoneInfo, hour: str) -> str | None:
     if first.utcoffset() != last.utcoffset() or first.date() != last.date():
         return None
     return first.date().isoformat()
-
-
-def _note_page(pages: dict[str, list[str | None]], path: str, group: str | None, day: str) -> None:
-    info = pages.get(path)
-    if info is None:
-        pages[path] = [group, day, day]
-    else:
-        info[0] = group
-        if day < info[1]:  # type: ignore[operator]
-            info[1] = day
-        if day > info[2]:  # type: ignore[operator]
-            info[2] = day
 
 
 ANALYTICS_TABLES = (
