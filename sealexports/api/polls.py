@@ -16,6 +16,7 @@ The answer is Litestar's own, header for header (tests/test_polls.py compares th
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from typing import cast
@@ -65,6 +66,7 @@ class StatusPolls:
         self.db = ConnectionPerThread(services.settings.database, busy_timeout_ms=0)
         # (key, site, job) -> (data_version, what readable_job read then)
         self._seen: dict[tuple[str, str, str], tuple[int, tuple[JobRecord, str | None] | None]] = {}
+        self._version: tuple[asyncio.AbstractEventLoop, int] | None = None  # this turn's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = None
@@ -109,7 +111,7 @@ class StatusPolls:
         write, or refuse. A read is remembered until another connection commits (`PRAGMA
         data_version`, read first: a commit after it only makes the next poll read again)."""
         conn = self.db.get()
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        version = self._data_version(conn)
         slug = site_slug(query.get("site_id"), query.get("account_id"))
         seen = self._seen.get((key, slug, job_id))
         if seen is None or seen[0] != version:
@@ -124,6 +126,21 @@ class StatusPolls:
             return None
         job, last_used_at = found
         return None if use_is_due(last_used_at) or lifecycle.is_due(job) else job
+
+    def _data_version(self, conn: sqlite3.Connection) -> int:
+        """`PRAGMA data_version`, read once per turn of the event loop: the polls one turn runs
+        share it. A poll is never older than its turn's first: a commit made while the turn runs
+        is seen from the next one on. And a client sees its own writes: the response to its
+        write goes out at least one turn after the commit (the handler resumes from its thread
+        in a later turn), so the client's next poll runs in a later turn still."""
+        loop = asyncio.get_running_loop()
+        if self._version is None or self._version[0] is not loop:
+            self._version = (loop, conn.execute("PRAGMA data_version").fetchone()[0])
+            loop.call_soon(self._next_turn)
+        return self._version[1]
+
+    def _next_turn(self) -> None:
+        self._version = None
 
 
 def _query(raw: bytes) -> dict[str, str] | None:
