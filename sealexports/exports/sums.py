@@ -33,7 +33,8 @@ def summed(conn: sqlite3.Connection, req: ExportRequest) -> Query | None:
     """The request's sums (as `queries.given_sums`) read by two threads, or None where one
     query does as well: the sums do not read the events, the range is one day, a regex runs in
     Python on each value of a field (two threads wait for each other's turn: 10.4 s instead of
-    9.0 s), `conn` is in a transaction of its caller's, or its database is not a file."""
+    9.0 s), `conn` is in a transaction of its caller's, or its database is not a file; and
+    None if writes kept landing between the two snapshots' starts (then one query reads one)."""
     if req.days < 2 or not reads_events(req) or regex_per_value(req) or conn.in_transaction:
         return None
     path = conn.execute("PRAGMA database_list").fetchone()[2]
