@@ -83,6 +83,7 @@ class Event:
     conversion_type: str | None = None
     amount_cents: int = 0
     properties: str | None = None
+    named: bool = False  # its id is a digest of its own `id` field (else of its content)
 
     @property
     def rank(self) -> int:
@@ -160,7 +161,7 @@ def parse_event(raw: Mapping[str, Any], line: int) -> Event:
     return Event(
         line, kind, ts, key, event_id, path, referrer, v.get("utm_source"), v.get("utm_medium"),
         v.get("utm_campaign"), v.get("utm_term"), v.get("utm_content"), country, device_type, browser,
-        os_name, v.get("content_grouping"), conversion_type, amount_cents, properties,
+        os_name, v.get("content_grouping"), conversion_type, amount_cents, properties, "id" in v,
     )  # fmt: skip
 
 

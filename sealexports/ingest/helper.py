@@ -49,6 +49,7 @@ class Built:
 
     last: int  # position (rowid in the sorted staging table) of the window's last event
     events: int
+    copies: int  # later copies of events, dropped
     rows: Rows
     ids: list[bytes]  # of the accepted events, in index order
     keys: list[tuple[str, int, float, float]]  # each key's latest visit (imports.save_visit_keys)
@@ -98,9 +99,9 @@ class Helper:
         if head is None:
             return None
         *lists, ids, keys = marshal.loads(self.pipe.recv_bytes())
-        last, events, counts, accepted, rejected, carry = head
+        last, events, copies, counts, accepted, rejected, carry = head
         rows = Rows(**dict(zip(_LISTS, lists, strict=True)), counts=counts)
-        return Built(last, events, rows, ids, keys, accepted, rejected, carry)
+        return Built(last, events, copies, rows, ids, keys, accepted, rejected, carry)
 
     def close(self) -> None:
         self.pipe.close()
@@ -135,7 +136,7 @@ def _serve(pipe: Connection, db_path: str, site: Site, staging_path: str, part_p
                 for b in _build(db_path, site, staging_path, message[1], message[2]):
                     # The rows as marshal data: tuples and lists of plain values, which it
                     # writes and reads faster than pickle (0.47 against 0.68 s for 200,000 events).
-                    pipe.send((b.last, b.events, b.rows.counts, b.accepted, b.rejected, b.carry))
+                    pipe.send((b.last, b.events, b.copies, b.rows.counts, b.accepted, b.rejected, b.carry))
                     pipe.send_bytes(marshal.dumps((*(getattr(b.rows, n) for n in _LISTS), b.ids, b.keys)))
                 pipe.send(None)
     except BaseException:
@@ -182,13 +183,14 @@ def _build(db_path: str, site: Site, staging_path: str, first_id: int, window: i
             site, first_id, lambda vid: conn.execute(_SEEN, [vid]).fetchone(), nul_free=True
         )  # parse_event refuses NUL
         for page in imports.sorted_pages(staged, "import_sorted", imports.WINDOW_COLUMNS, window):
-            stitched = stitcher.window(unstage(page))
+            stitched = stitcher.window(unstage(page.rows))
             rows = builder.build(stitched.visits)
             carry = stitcher.carry
             builder.forget(carry[1].visit.id if carry else None)
             yield Built(
-                page[-1][0],
-                len(page),
+                page.last,
+                page.read,
+                page.read - len(page.rows),
                 rows,
                 sorted(e.event_id for e in stitched.accepted),
                 [(key, o.visit.id, o.started, o.last) for key, o in stitched.latest.items()],  # type: ignore[misc]

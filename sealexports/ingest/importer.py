@@ -101,7 +101,7 @@ def stage_row(e: Event) -> tuple[object, ...]:
          e.utm_content, e.country, e.device_type, e.browser, e.os, e.content_grouping,
          e.conversion_type, e.amount_cents, e.properties)
     )  # fmt: skip
-    return (e.line, e.key, e.ts, e.rank, e.event_id, payload)
+    return (e.line, e.key, e.ts, e.rank, e.event_id, payload, int(e.named))
 
 
 def unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
@@ -116,7 +116,9 @@ def unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
 def _checked(rows: Iterable[tuple[Any, ...]]) -> list[Checked]:
     """Staged rows (Staging.checks) as the checker takes them: page views rank first, and the
     other events' kind is the first item of their payload."""
-    return [(line, key, ts, orjson.loads(p)[0] if rank else "pageview") for _, line, key, ts, rank, p in rows]
+    return [
+        (line, key, ts, orjson.loads(p)[0] if rank else "pageview") for _, line, key, ts, _, rank, p in rows
+    ]
 
 
 def _fatal_as_invalid(items: Iterable[Item]) -> Iterator[Item]:
@@ -202,12 +204,13 @@ class _Run:
         rows.clear()
 
     def stage_split(self, lines: Iterable[bytes], helper: Helper) -> None:
-        """Pass 1 of NDJSON lines on two processes: every other block goes to the helper."""
+        """Pass 1 of NDJSON lines on two processes: the helper takes five blocks of nine (this
+        one also reads the input and hands them over), the first one first."""
         number = 1
         rows: list[tuple[object, ...]] = []
         it = iter(lines)
         for n, block in enumerate(iter(lambda: list(islice(it, self.window)), [])):
-            if n % 2:
+            if n % 9 not in (1, 3, 5, 7):
                 helper.parse(number, block)
             else:
                 self.stage(ndjson_items(block, first=number), rows)
@@ -223,10 +226,10 @@ class _Run:
         """Pass 2: a dry run of the stitching; raises for events with no visit to join."""
         checker = Checker(_lookup(self.conn, self.site))
         done = 0
-        for rows in self.staging.checks(self.window):
-            for r in checker.window(_checked(rows)):
+        for page in self.staging.checks(self.window):
+            for r in checker.window(_checked(page.rows)):
                 self.log.add(r)
-            done += len(rows)
+            done += page.read
             self.tick("check", done, self.total)
             between()
         if self.log.count:
@@ -234,11 +237,11 @@ class _Run:
 
     def write(self, stitcher: Stitcher, after: int = 0) -> None:
         """Pass 3 in this process, from position `after` on."""
-        for rows in self.staging.windows(self.window, after):
+        for page in self.staging.windows(self.window, after):
             with transaction(self.conn):
-                written = write_window(self.conn, self.site, stitcher, unstage(rows))
-            self.wrote(len(rows), written.counts, len(written.stitched.accepted), written.stitched.rejected)
-            self.report.duplicates += written.duplicates
+                written = write_window(self.conn, self.site, stitcher, unstage(page.rows))
+            self.report.duplicates += written.duplicates + page.read - len(page.rows)
+            self.wrote(page.read, written.counts, len(written.stitched.accepted), written.stitched.rejected)
 
     def write_split(self, helper: Helper, check: bool) -> None:
         """Pass 3 with the helper building the rows (and pass 2 meanwhile, if `check`)."""
@@ -264,6 +267,7 @@ class _Run:
             except _Moved:
                 break
             after, carry = b.last, b.carry
+            self.report.duplicates += b.copies
             self.wrote(b.events, b.rows.counts, b.accepted, b.rejected)
         else:
             return

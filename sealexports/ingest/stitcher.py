@@ -77,6 +77,8 @@ class Stitcher:
 
     def window(self, events: Sequence[Event]) -> Stitched:
         """Stitch one window, sorted by (key, ts, rank, line)."""
+        if not events:  # (every event of a window may be a copy): the carry stays
+            return Stitched([], [], [])
         keys = list(dict.fromkeys(e.key for e in events))
         opens: dict[str, Open] = {}
         if self.carry is not None and keys and self.carry[0] == keys[0]:

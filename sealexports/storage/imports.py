@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -20,9 +20,11 @@ from typing import Any
 from sealexports.storage.visits import VISIT_DIMENSIONS
 
 # A staged event: what it sorts on, its id, and the rest of it as one JSON array (`payload`):
-# one bound value instead of sixteen makes staging about twice as fast.
-STAGED_COLUMNS = ("line", "key", "ts", "rank", "event_id", "payload")
+# one bound value instead of sixteen makes staging about twice as fast; `named`: 1 when its id
+# is a digest of its own `id` field, 0 when of its content.
+STAGED_COLUMNS = ("line", "key", "ts", "rank", "event_id", "payload", "named")
 _COLS = ", ".join(STAGED_COLUMNS)
+_SORTED = ", ".join(STAGED_COLUMNS[:-1])
 _PARAMS = 500  # bound parameters per IN (...) query
 
 
@@ -113,7 +115,7 @@ def open_staging(path: str) -> sqlite3.Connection:
 def stage(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]], schema: str = "main") -> None:
     """Stage events (rows in STAGED_COLUMNS order, in the order of the input)."""
     conn.execute("BEGIN")
-    conn.executemany(f"INSERT INTO {schema}.import_staged VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(f"INSERT INTO {schema}.import_staged VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     conn.execute("COMMIT")
 
 
@@ -151,19 +153,23 @@ class Staging:
         self.parts.append(name)
 
     def sort(self, site_id: str, *, threads: int = 0) -> int:
-        """Copy the staged events the site has not taken in before, each once (its first copy in
-        the input: the lowest line), sorted; how many there are. `windows` reads them in that
-        order (rowid = position). `threads`: SQLite's sorter may use that many more threads."""
+        """Copy the staged events the site has not taken in before, sorted; how many there are.
+        `windows` and `checks` read them in that order (rowid = position), each event once:
+        its first copy in the input. Copies of an event with an `id` are dropped here (the
+        lowest line is kept); copies of one without have the same content, so they sort
+        together (the same key and time, the lowest line first) and `sorted_pages` drops them
+        as they are read: cheaper than grouping every event by its id in the sort.
+        `threads`: SQLite's sorter may use that many more threads."""
         staged = " UNION ALL ".join(f"SELECT {_COLS} FROM {p}.import_staged" for p in self.parts)
-        self.conn.execute(f"CREATE TABLE staging.import_sorted ({_COLS})")
+        self.conn.execute(f"CREATE TABLE staging.import_sorted ({_SORTED})")
         before = self.conn.execute("PRAGMA threads").fetchone()[0]
         self.conn.execute(f"PRAGMA threads = {int(threads)}")
         try:
             self.conn.execute(
-                f"INSERT INTO staging.import_sorted ({_COLS}) SELECT {_COLS} FROM "
-                f"(SELECT {_COLS}, min(line) FROM ({staged}) s WHERE NOT EXISTS (SELECT 1 FROM "
-                "main.import_ids i WHERE i.site_id = ? AND i.event_id = s.event_id) GROUP BY event_id) "
-                "ORDER BY key, ts, rank, line",
+                f"INSERT INTO staging.import_sorted ({_SORTED}) SELECT {_SORTED} FROM ({staged}) s "
+                f"WHERE (NOT named OR line IN (SELECT min(line) FROM ({staged}) WHERE named "
+                "GROUP BY event_id)) AND NOT EXISTS (SELECT 1 FROM main.import_ids i "
+                "WHERE i.site_id = ? AND i.event_id = s.event_id) ORDER BY key, ts, rank, line",
                 [site_id],
             )
         finally:
@@ -172,14 +178,14 @@ class Staging:
             self.conn.execute(f"DROP TABLE {p}.import_staged")
         return int(self.conn.execute("SELECT count(*) FROM staging.import_sorted").fetchone()[0])
 
-    def windows(self, size: int, after: int = 0) -> Iterable[list[tuple[Any, ...]]]:
-        """The sorted events as (line, key, ts, event_id, payload), `size` at a time from
-        position `after` on: one short query each, no cursor held open."""
+    def windows(self, size: int, after: int = 0) -> Iterator[Page]:
+        """The sorted events as (position, line, key, ts, event_id, payload), `size` at a time
+        from position `after` on: one short query each, no cursor held open."""
         return sorted_pages(self.conn, "staging.import_sorted", WINDOW_COLUMNS, size, after)
 
-    def checks(self, size: int) -> Iterable[list[tuple[Any, ...]]]:
-        """What a dry run of the stitching needs, in the same order: (line, key, ts, rank, and
-        the payload of events other than page views, whose kind it holds)."""
+    def checks(self, size: int) -> Iterator[Page]:
+        """What a dry run of the stitching needs, in the same order: (position, line, key, ts,
+        event_id, rank, and the payload of events other than page views, whose kind it holds)."""
         return sorted_pages(self.conn, "staging.import_sorted", CHECK_COLUMNS, size)
 
     def close(self) -> None:
@@ -191,20 +197,62 @@ class Staging:
 
 
 WINDOW_COLUMNS = "line, key, ts, event_id, payload"
-CHECK_COLUMNS = "line, key, ts, rank, CASE WHEN rank THEN payload END"
+CHECK_COLUMNS = "line, key, ts, event_id, rank, CASE WHEN rank THEN payload END"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """`size` events read from the sorted table, each once (fewer at the end)."""
+
+    rows: list[tuple[Any, ...]]  # (position, line, key, ts, event_id, ...)
+    last: int  # the position of the last row read
+    read: int  # rows read: the events and the later copies dropped
 
 
 def sorted_pages(
     conn: sqlite3.Connection, table: str, columns: str, size: int, after: int = 0
-) -> Iterable[list[tuple[Any, ...]]]:
-    """Rows of a sorted staging table `size` at a time, after position `after`, each page as
-    (rowid, *columns)."""
+) -> Iterator[Page]:
+    """The events of a sorted staging table, `size` at a time after position `after`, the
+    later copies of each dropped (see Staging.sort): the same windows as if the sort had
+    dropped them."""
+    copies = _Copies()
     last = after
     while True:
-        rows = conn.execute(
-            f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?", [last, size]
-        ).fetchall()
-        if not rows:
+        rows: list[tuple[Any, ...]] = []
+        read = 0
+        while len(rows) < size:
+            more = conn.execute(
+                f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                [last, size - len(rows)],
+            ).fetchall()
+            if not more:
+                break
+            last = more[-1][0]
+            read += len(more)
+            rows += copies.drop(more)
+        if not read:
             return
-        last = rows[-1][0]
-        yield rows
+        yield Page(rows, last, read)
+
+
+class _Copies:
+    """Drops the later copies of events without an id of their own, row after row (see
+    Staging.sort): they come next to each other with the same key and time."""
+
+    def __init__(self) -> None:
+        self._at: tuple[str, float] | None = None  # the key and time of the rows before
+        self._ids: set[bytes] = set()  # and their ids
+
+    def drop(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        kept = []
+        at, ids = self._at, self._ids
+        for r in rows:
+            if (r[2], r[3]) != at:
+                at, ids = (r[2], r[3]), {r[4]}
+            elif r[4] in ids:
+                continue
+            else:
+                ids.add(r[4])
+            kept.append(r)
+        self._at, self._ids = at, ids
+        return kept
