@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from dataclasses import dataclass, field
 from typing import cast
 
 import msgspec
@@ -55,6 +56,19 @@ _JSON = (b"content-type", b"application/json")
 REMEMBERED = 10_000  # reads remembered at most (all forgotten at once past it)
 
 
+_BASES = 8  # JSON bodies remembered a read, one a base URL
+
+
+@dataclass
+class _Seen:
+    """What `readable_job` read when `PRAGMA data_version` was `version`, and the job's JSON
+    for each base URL asked since."""
+
+    version: int
+    found: tuple[JobRecord, str | None] | None
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+
 class StatusPolls:
     """ASGI wrapper, inside the access log (which logs and counts these polls as any request)."""
 
@@ -64,8 +78,7 @@ class StatusPolls:
         self.budgets = budgets
         # The event loop's: its queries never wait for a lock (a busy database goes to Litestar).
         self.db = ConnectionPerThread(services.settings.database, busy_timeout_ms=0)
-        # (key, site, job) -> (data_version, what readable_job read then)
-        self._seen: dict[tuple[str, str, str], tuple[int, tuple[JobRecord, str | None] | None]] = {}
+        self._seen: dict[tuple[str, str, str], _Seen] = {}  # (key, site, job) -> what was read
         self._version: tuple[asyncio.AbstractEventLoop, int] | None = None  # this turn's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,38 +107,44 @@ class StatusPolls:
         if plan is None:
             return None
         try:
-            job = self._job(key, job_id, query)
+            body = self._body(key, job_id, query, scope)
         except (SealExportsError, sqlite3.OperationalError):  # Litestar answers, or waits its turn
             return None
-        if job is None:
+        if body is None:
             return None
         allowed, limits = self.budgets.take(key, plan)
         if not allowed:
             return None
-        body = msgspec.json.encode(job_for(self.services, job, str(_base_url(scope))))
         # X-Request-ID comes from Litestar's before_send hook, which wraps `send` for every request.
         return [_JSON, (b"content-length", str(len(body)).encode()), *raw_headers(limits)], body
 
-    def _job(self, key: str, job_id: str, query: dict[str, str]) -> JobRecord | None:
-        """The job, as GET /exports/{job_id} reads it, in one read; None where that read would
-        write, or refuse. A read is remembered until another connection commits (`PRAGMA
-        data_version`, read first: a commit after it only makes the next poll read again)."""
+    def _body(self, key: str, job_id: str, query: dict[str, str], scope: HTTPScope) -> bytes | None:
+        """The job's JSON as GET /exports/{job_id} answers it, from one read; None where that
+        read would write, or refuse. A read, and the JSON made from it for a base URL, are
+        remembered until another connection commits (`PRAGMA data_version`, read first: a
+        commit after it only makes the next poll read again)."""
         conn = self.db.get()
         version = self._data_version(conn)
         slug = site_slug(query.get("site_id"), query.get("account_id"))
         seen = self._seen.get((key, slug, job_id))
-        if seen is None or seen[0] != version:
+        if seen is None or seen.version != version:
             if len(self._seen) >= REMEMBERED:
                 self._seen.clear()
-            seen = self._seen[(key, slug, job_id)] = (
-                version,
-                readable_job(conn, key_hash(key), slug, job_id),
+            seen = self._seen[(key, slug, job_id)] = _Seen(
+                version, readable_job(conn, key_hash(key), slug, job_id)
             )
-        found = seen[1]
-        if found is None:
+        if seen.found is None:
             return None
-        job, last_used_at = found
-        return None if use_is_due(last_used_at) or lifecycle.is_due(job) else job
+        job, last_used_at = seen.found
+        if use_is_due(last_used_at) or lifecycle.is_due(job):
+            return None
+        base = str(_base_url(scope))
+        body = seen.bodies.get(base)
+        if body is None:
+            if len(seen.bodies) >= _BASES:  # Host headers are the client's to choose
+                seen.bodies.clear()
+            body = seen.bodies[base] = msgspec.json.encode(job_for(self.services, job, base))
+        return body
 
     def _data_version(self, conn: sqlite3.Connection) -> int:
         """`PRAGMA data_version`, read once per turn of the event loop: the polls one turn runs

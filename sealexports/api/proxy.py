@@ -44,7 +44,7 @@ class ProxyHeaders:
             if self.root_path:
                 _mount(scope, self.root_path)
             client = scope.get("client")
-            if client and self.trusts(client[0]):
+            if client and self.trusts(client[0]) and _forwarded_in(scope["headers"]):
                 _apply_forwarded(scope, self.trusts)
         await self.app(scope, receive, send)
 
@@ -64,6 +64,11 @@ def _mount(scope: Scope, root_path: str) -> None:
     if path != root_path and not path.startswith(root_path + "/"):
         scope["path"] = root_path + path
         scope["raw_path"] = root_path.encode() + (scope.get("raw_path") or path.encode())
+
+
+def _forwarded_in(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a proxy's headers are there (a peer on the trusted list also calls directly)."""
+    return any(name.lower().startswith((b"forwarded", b"x-forwarded-")) for name, _ in headers)
 
 
 def _apply_forwarded(scope: Scope, trusts: Callable[[str], bool]) -> None:
