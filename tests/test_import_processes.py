@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from sealexports import demo
+from sealexports.errors import InvalidEvents
 from sealexports.ingest import NdjsonLines, import_events, ingest_batch, ndjson_items
 from sealexports.ingest.importer import ImportReport, Progress
 from sealexports.storage import accounts
@@ -220,3 +221,25 @@ def test_an_import_leaves_no_reference_cycles(tmp_path: Path, files: tuple[list[
         finally:
             gc.enable()
     assert left[0] == left[1]
+
+
+def test_bad_lines_read_by_either_process_are_reported_as_by_one(
+    tmp_path: Path, files: tuple[list[bytes], list[bytes]]
+) -> None:
+    """Bad lines in the blocks of both processes: the same error (the first five by line, and
+    the count), nothing written; with skip_invalid the same report."""
+    data = list(files[0][: 12 * WINDOW])
+    for n in range(3, len(data), 97):
+        data[n] = b'{"type": "pageview", "ts": "yesterday", "visitor": "x", "path": "/"}' if n % 2 else b"{"
+    outcomes = []
+    for processes in (1, 2):
+        path = tmp_path / f"bad{processes}.db"
+        fresh(path)[0].close()
+        with pytest.raises(InvalidEvents) as raised:
+            run(path, data, processes=processes)
+        assert not any(dump(path).values())  # nothing written
+        report = run(path, data, processes=processes, skip_invalid=True)
+        error = (str(raised.value), raised.value.count)
+        outcomes.append((error, report.invalid, report.errors, report.imported, dump(path)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0][1] == outcomes[0][1] == len(range(3, len(data), 97))
