@@ -5,6 +5,7 @@ Litestar."""
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -109,17 +110,18 @@ def test_download_links_are_built_for_the_request_as_litestar_builds_them(
     spied = spy(api, monkeypatch)
     job = job_id(api)
     prefix = overrides.get("root_path", "")
-    for path in {f"{prefix}{API}/{job}", f"{API}/{job}"}:  # a proxy that keeps the prefix, or strips it
+    paths = [f"{prefix}{API}/{job}", f"{API}/{job}"]  # a proxy that keeps the prefix, or strips it
+    for path, host in itertools.product(paths, ["stats.example.org:8443", "other.example.net"]):
         fast, slow = both(
             spied,
-            lambda path=path: api.client.get(
-                path, params={"site_id": "demo"}, headers={**api.headers, "Host": "stats.example.org:8443"}
+            lambda path=path, host=host: api.client.get(
+                path, params={"site_id": "demo"}, headers={**api.headers, "Host": host}
             ),
         )
         assert_same(fast, slow)
-    link = fast.json()["download_url"]
-    if overrides.get("public_url", "") is None:
-        assert link.startswith(f"http://stats.example.org:8443{prefix}{API}/download/"), link
+        link = fast.json()["download_url"]
+        if overrides.get("public_url", "") is None:  # each request's own host
+            assert link.startswith(f"http://{host}{prefix}{API}/download/"), link
 
 
 def test_what_would_write_or_fail_goes_to_litestar(
