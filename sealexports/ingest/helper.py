@@ -1,8 +1,8 @@
 """The second process of a file import on the command line (never in the server).
 
-It takes half of pass 1, checking blocks of NDJSON lines into a staging file of its own, and
-in pass 3 stitches the sorted events and builds their rows while the first process writes
-the rows of the window before: the first process alone writes to the database.
+In pass 1 it checks five blocks of NDJSON lines in nine into a staging file of its own; in
+pass 3 it stitches the sorted events and builds each window's rows while the first process
+writes the window before. The first process alone writes to the database.
 
 New visits take ids counted on from the largest id when pass 3 starts. The first process
 checks, inside each window's transaction, that no other connection has committed since
@@ -31,7 +31,7 @@ from sealexports.ingest.stitcher import Open, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import connect
-from sealexports.storage.visits import RowBuilder, Rows
+from sealexports.storage.visits import RowBuilder, Rows, seen_in
 
 
 @dataclass(slots=True)
@@ -48,7 +48,7 @@ class Built:
     """One window of pass 3, ready to write."""
 
     last: int  # position (rowid in the sorted staging table) of the window's last event
-    events: int
+    events: int  # rows read for it (progress), copies included
     copies: int  # later copies of events, dropped
     rows: Rows
     ids: list[bytes]  # of the accepted events, in index order
@@ -179,9 +179,7 @@ def _build(db_path: str, site: Site, staging_path: str, first_id: int, window: i
     staged = sqlite3.connect(f"file:{staging_path}?mode=ro", uri=True)
     try:
         stitcher = Stitcher(lambda keys: imports.stored_visits(conn, site.site_id, keys))
-        builder = RowBuilder(
-            site, first_id, lambda vid: conn.execute(_SEEN, [vid]).fetchone(), nul_free=True
-        )  # parse_event refuses NUL
+        builder = RowBuilder(site, first_id, seen_in(conn), nul_free=True)  # parse_event refuses NUL
         for page in imports.sorted_pages(staged, "import_sorted", imports.WINDOW_COLUMNS, window):
             stitched = stitcher.window(unstage(page.rows))
             rows = builder.build(stitched.visits)
@@ -203,5 +201,4 @@ def _build(db_path: str, site: Site, staging_path: str, first_id: int, window: i
         conn.close()
 
 
-_SEEN = "SELECT page_views, day FROM visits WHERE id = ?"
 _LISTS = tuple(f.name for f in fields(Rows) if f.name != "counts")  # Rows' fields before counts

@@ -179,7 +179,7 @@ def insert_visits(
     with `landing`); sets `id` on each new visit. The caller owns the transaction. `nul_free`:
     the caller has refused text with a NUL (ingestion does), so it is not looked for again."""
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0]
-    builder = RowBuilder(site, next_id, lambda vid: conn.execute(_SEEN, [vid]).fetchone(), nul_free=nul_free)
+    builder = RowBuilder(site, next_id, seen_in(conn), nul_free=nul_free)
     counts = InsertCounts()
     it = iter(visits)
     while batch := list(islice(it, batch_size)):
@@ -192,7 +192,9 @@ def insert_visits(
     return counts
 
 
-_SEEN = "SELECT page_views, day FROM visits WHERE id = ?"
+def seen_in(conn: sqlite3.Connection) -> Callable[[int], tuple[int, str]]:
+    """A stored visit's (page views, day), read from `conn` (for RowBuilder)."""
+    return lambda vid: conn.execute("SELECT page_views, day FROM visits WHERE id = ?", [vid]).fetchone()
 
 
 def _add_counts(total: InsertCounts, more: InsertCounts) -> None:
