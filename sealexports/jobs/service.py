@@ -198,7 +198,7 @@ def open_stream(services: Services, req: ExportRequest, deadline: Deadline) -> E
 def site_job(services: Services, site: Site, job_id: str) -> export_jobs.JobRecord:
     """The site's job (NotFound for another site's), expired first if its link has passed its time."""
     conn = services.db.get()
-    job = find_site_job(conn, site, job_id)
+    job = _site_job(conn, site, job_id)
     if not lifecycle.is_due(job):
         return job
     lifecycle.expire_job(conn, services.settings.exports_dir, job)
@@ -232,7 +232,7 @@ def list_jobs(
 def delete_job(services: Services, site: Site, job_id: str) -> None:
     """Cancel or delete the site's job (see `lifecycle.delete_job`)."""
     conn = services.db.get()
-    lifecycle.delete_job(conn, services.settings.exports_dir, find_site_job(conn, site, job_id))
+    lifecycle.delete_job(conn, services.settings.exports_dir, _site_job(conn, site, job_id))
 
 
 def open_download(services: Services, token: str) -> Download:
@@ -255,8 +255,7 @@ def open_download(services: Services, token: str) -> Download:
     return Download(job, path, req.file_name, req.media_type)
 
 
-def find_site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> export_jobs.JobRecord:
-    """The site's job as stored (NotFound for another site's); `site_job` also expires it."""
+def _site_job(conn: sqlite3.Connection, site: Site, job_id: str) -> export_jobs.JobRecord:
     job = export_jobs.get_job(conn, job_id, account_id=site.account.id)
     if job.site_id != site.site_id:
         raise NotFound(f"export job {job_id!r} not found")
