@@ -8,7 +8,7 @@ from typing import Annotated
 
 from litestar import Response, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from sealexports import metrics
 from sealexports.errors import Unauthorized
@@ -18,7 +18,7 @@ from sealexports.services import Services
 @get("/metrics", sync_to_thread=True, include_in_schema=False)
 def scrape(
     services: NamedDependency[Services],
-    authorization: Annotated[str | None, Parameter(header="Authorization", required=False)] = None,
+    authorization: Annotated[str | None, HeaderParameter(name="Authorization", required=False)] = None,
 ) -> Response[bytes]:
     expected = f"Bearer {services.settings.metrics_token}".encode()
     if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
