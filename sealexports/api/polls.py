@@ -43,7 +43,7 @@ from sealexports.errors import SealExportsError
 from sealexports.jobs import lifecycle
 from sealexports.services import Services
 from sealexports.storage.accounts import key_hash, use_is_due
-from sealexports.storage.database import ConnectionPerThread
+from sealexports.storage.database import ConnectionPerThread, data_version
 from sealexports.storage.export_jobs import JobRecord, readable_job
 
 PREFIX = "/api/v1/exports/"
@@ -154,7 +154,7 @@ class StatusPolls:
         in a later turn), so the client's next poll runs in a later turn still."""
         loop = asyncio.get_running_loop()
         if self._version is None or self._version[0] is not loop:
-            self._version = (loop, conn.execute("PRAGMA data_version").fetchone()[0])
+            self._version = (loop, data_version(conn))
             loop.call_soon(self._next_turn)
         return self._version[1]
 

@@ -21,7 +21,7 @@ from sealexports.exports.filters import slow_regex_is_bad_input
 from sealexports.exports.queries import Query, given_sums, reads_events, regex_per_value, sums_query
 from sealexports.exports.request import ExportRequest
 from sealexports.storage import deadline as deadlines
-from sealexports.storage.database import connect
+from sealexports.storage.database import connect, data_version, database_file
 
 # Day ranges a request is cut into: small enough that the two threads end within a range of
 # each other, few enough that a ten-year range pays little per range (four queries each).
@@ -37,7 +37,7 @@ def summed(conn: sqlite3.Connection, req: ExportRequest) -> Query | None:
     None if writes kept landing between the two snapshots' starts (then one query reads one)."""
     if req.days < 2 or not reads_events(req) or regex_per_value(req) or conn.in_transaction:
         return None
-    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    path = database_file(conn)
     if not path:
         return None
     helper = connect(path, migrate=False)
@@ -58,11 +58,11 @@ def _same_snapshot(conn: sqlite3.Connection, helper: sqlite3.Connection) -> bool
     on `conn` only if another connection committed since its last read: if it did not between
     the read before `helper` began and the one that begins `conn`'s, both see the same state."""
     for _ in range(_TRIES):
-        before = conn.execute("PRAGMA data_version").fetchall()
+        before = data_version(conn)
         helper.execute("BEGIN")
         helper.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
         conn.execute("BEGIN")
-        if conn.execute("PRAGMA data_version").fetchall() == before:
+        if data_version(conn) == before:
             return True
         helper.commit()
         conn.commit()

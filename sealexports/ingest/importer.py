@@ -35,7 +35,7 @@ from sealexports.ingest.readers import Item, NdjsonLines, ndjson_items
 from sealexports.ingest.stitcher import Checked, Checker, Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
-from sealexports.storage.database import database_file, transaction
+from sealexports.storage.database import data_version, database_file, transaction
 from sealexports.storage.visits import InsertCounts, insert_visits, write_rows
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class _Run:
         for b in _drain(ahead, helper):
             try:
                 with transaction(self.conn):
-                    if _version(self.conn) != version:
+                    if data_version(self.conn) != version:
                         raise _Moved
                     write_rows(self.conn, b.rows)
                     imports.record_ids(self.conn, self.site.site_id, b.ids)
@@ -299,13 +299,9 @@ def _start(conn: sqlite3.Connection) -> tuple[int, int]:
     conn.execute("BEGIN")
     try:
         first_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM visits").fetchone()[0])
-        return first_id, _version(conn)
+        return first_id, data_version(conn)
     finally:
         conn.execute("COMMIT")
-
-
-def _version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _drain(ahead: deque[Built | None], helper: Helper) -> Iterator[Built]:

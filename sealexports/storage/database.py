@@ -77,6 +77,12 @@ def database_file(conn: sqlite3.Connection) -> str:
     return ""
 
 
+def data_version(conn: sqlite3.Connection) -> int:
+    """`PRAGMA data_version`: it changes on `conn` only when another connection has committed
+    since `conn`'s last read (its own commits leave it alone)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE: take the write lock up front so the busy timeout applies, not SQLITE_BUSY."""
