@@ -7,7 +7,7 @@ Each event gets the local day of the site's time zone, and a copy of its visit's
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,6 +129,12 @@ _ADD_GROUPS = (
     "conversions = conversions + excluded.conversions, revenue_cents = revenue_cents + excluded.revenue_cents"
 )
 _ENTRANCES, _ENGAGED, _PAGE_VIEWS, _MICRO, _CONVERSIONS, _REVENUE = range(6)
+
+
+def _six() -> list[int]:
+    return [0, 0, 0, 0, 0, 0]
+
+
 Sums = list[int]  # entrances, engaged, page views, microconversions, conversions, revenue (cents)
 Metrics = dict[tuple[str, str, str], list[int]]  # (dimension, day, value) -> the six sums
 Groups = dict[tuple[str, tuple[str, ...]], list[int]]  # (day, GROUP_FIELDS values) -> the six sums
@@ -276,13 +282,13 @@ class RowBuilder:
         visit_days: Counter[tuple[str, int]] = Counter()  # page views off their visit's first day
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
         metrics: Metrics = {}  # by visit dimension (their keys never name "path")
-        paths: Metrics = {}  # ("path", day, path): entrances, page views and conversions
+        paths: Metrics = defaultdict(_six)  # ("path", day, path): entrances, page views, conversions
         groups: Groups = {}
         for visit in batch:
             if not self.nul_free:
                 _drop_nul(visit)
             dims = _dims_of(visit)
-            per_day: dict[str, list[int]] = {}  # day -> the six sums of this visit's events that day
+            per_day: dict[str, list[int]] = defaultdict(_six)  # day -> this visit's sums that day
             group = tuple(v or "" for v in dims[1:])  # GROUP_FIELDS: the dimensions but the referrer
             if visit.landing is not None:  # a stored visit, continued
                 if visit.id is None:
@@ -309,10 +315,7 @@ class RowBuilder:
                 keys.update(zip(GROUPED_VISIT_DIMENSIONS, repeat(day), values))
                 keys.add(("landing_page", day, landing.path))
                 per_day[day] = [1, int(len(visit.pages) >= 2), 0, 0, 0, 0]  # entrances, engaged
-                k = ("path", day, landing.path)
-                if (sums := paths.get(k)) is None:
-                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
-                sums[_ENTRANCES] += 1
+                paths[("path", day, landing.path)][_ENTRANCES] += 1
                 rows_v.append(
                     (vid, site_id, day, ts, landing.path, landing.content_grouping,
                      len(visit.pages), *dims)
@@ -333,24 +336,15 @@ class RowBuilder:
                         info[2] = day
                 if day != visit_day:
                     visit_days[(day, vid)] += 1
-                if (sums := per_day.get(day)) is None:
-                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
-                sums[_PAGE_VIEWS] += 1
-                k = ("path", day, pv.path)
-                if (sums := paths.get(k)) is None:
-                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
-                sums[_PAGE_VIEWS] += 1
+                per_day[day][_PAGE_VIEWS] += 1
+                paths[("path", day, pv.path)][_PAGE_VIEWS] += 1
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 day_rows[("conversions", day)] += 1
-                if (sums := per_day.get(day)) is None:
-                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
+                sums = per_day[day]
                 sums[_CONVERSIONS] += 1
                 sums[_REVENUE] += c.amount_cents
-                k = ("path", day, c.path)
-                if (sums := paths.get(k)) is None:
-                    sums = paths[k] = [0, 0, 0, 0, 0, 0]
-                sums[_CONVERSIONS] += 1
+                paths[("path", day, c.path)][_CONVERSIONS] += 1
                 rows_c.append(
                     (site_id, day, ts, vid, c.conversion_type, c.amount_cents, c.path,
                      c.content_grouping, c.properties, landing.path, *dims)
@@ -358,9 +352,7 @@ class RowBuilder:
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
                 day_rows[("microconversions", day)] += 1
-                if (sums := per_day.get(day)) is None:
-                    sums = per_day[day] = [0, 0, 0, 0, 0, 0]
-                sums[_MICRO] += 1
+                per_day[day][_MICRO] += 1
                 rows_m.append(
                     (site_id, day, ts, vid, m.conversion_type, m.path,
                      m.content_grouping, m.properties, landing.path, *dims)
