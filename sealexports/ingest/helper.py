@@ -24,8 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sealexports.errors import Problem
-from sealexports.ingest.event_format import EventError, parse_event
-from sealexports.ingest.importer import ErrorLog, stage_row, unstage
+from sealexports.ingest.importer import ErrorLog, staged, unstage
 from sealexports.ingest.readers import ndjson_items
 from sealexports.ingest.stitcher import Open, Stitcher
 from sealexports.storage import imports
@@ -156,13 +155,8 @@ class _Part:
         rows = []
         for item in ndjson_items(lines, first=first):
             self.records += 1
-            if item.data is None:
-                self.log.add(Problem(None, item.error or "bad record", item.line))
-                continue
-            try:
-                rows.append(stage_row(parse_event(item.data, item.line)))
-            except EventError as e:
-                self.log.add(e.at(item.line))
+            if (row := staged(item, self.log)) is not None:
+                rows.append(row)
         if self.conn is None:
             self.conn = imports.open_staging(self.path)
         imports.stage(self.conn, rows)

@@ -36,7 +36,7 @@ from sealexports.ingest.stitcher import Checked, Checker, Stitched, Stitcher
 from sealexports.storage import imports
 from sealexports.storage.accounts import Site
 from sealexports.storage.database import data_version, database_file, transaction
-from sealexports.storage.visits import InsertCounts, insert_visits, write_rows
+from sealexports.storage.visits import InsertCounts, add_counts, insert_visits, write_rows
 
 if TYPE_CHECKING:
     from sealexports.ingest.helper import Built, Helper
@@ -102,6 +102,18 @@ def stage_row(e: Event) -> tuple[object, ...]:
          e.conversion_type, e.amount_cents, e.properties)
     )  # fmt: skip
     return (e.line, e.key, e.ts, e.rank, e.event_id, payload, int(e.named))
+
+
+def staged(item: Item, log: ErrorLog) -> tuple[object, ...] | None:
+    """Pass 1 on one item: its staged row (`stage_row`), or None with its problem in `log`."""
+    if item.data is None:
+        log.add(Problem(None, item.error or "bad record", item.line))
+        return None
+    try:
+        return stage_row(parse_event(item.data, item.line))
+    except EventError as e:
+        log.add(e.at(item.line))
+        return None
 
 
 def unstage(rows: Iterable[tuple[Any, ...]]) -> list[Event]:
@@ -188,14 +200,9 @@ class _Run:
         report, log = self.report, self.log
         for item in items:
             report.records += 1
-            if item.data is None:
-                log.add(Problem(None, item.error or "bad record", item.line))
+            if (row := staged(item, log)) is None:
                 continue
-            try:
-                rows.append(stage_row(parse_event(item.data, item.line)))
-            except EventError as e:
-                log.add(e.at(item.line))
-                continue
+            rows.append(row)
             if len(rows) >= self.window:
                 self.staging.add(rows)
                 rows.clear()
@@ -279,7 +286,7 @@ class _Run:
         self.write(stitcher, after)
 
     def wrote(self, events: int, counts: InsertCounts, accepted: int, rejected: list[Problem]) -> None:
-        _add(self.report.counts, counts)
+        add_counts(self.report.counts, counts)
         self.report.imported += accepted
         for r in rejected:
             self.log.add(r)
@@ -393,13 +400,6 @@ def _import(
         if helper is not None:
             helper.close()
         run.staging.close()
-
-
-def _add(total: InsertCounts, more: InsertCounts) -> None:
-    total.visits += more.visits
-    total.pageviews += more.pageviews
-    total.conversions += more.conversions
-    total.microconversions += more.microconversions
 
 
 def ingest_batch(

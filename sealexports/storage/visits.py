@@ -192,7 +192,7 @@ def insert_visits(
         rows = builder.build(batch)
         write_rows(conn, rows)
         builder.forget()  # a visit continued in a later batch is read back: memory stays flat
-        _add_counts(counts, rows.counts)
+        add_counts(counts, rows.counts)
         if progress:
             progress(counts)
     return counts
@@ -203,7 +203,8 @@ def seen_in(conn: sqlite3.Connection) -> Callable[[int], tuple[int, str]]:
     return lambda vid: conn.execute("SELECT page_views, day FROM visits WHERE id = ?", [vid]).fetchone()
 
 
-def _add_counts(total: InsertCounts, more: InsertCounts) -> None:
+def add_counts(total: InsertCounts, more: InsertCounts) -> None:
+    """Add `more` to `total`."""
     total.visits += more.visits
     total.pageviews += more.pageviews
     total.conversions += more.conversions
