@@ -93,13 +93,13 @@ class Stitcher:
             st = opens.get(e.key)
             if st is not None:
                 if e.ts < st.started:
-                    out.rejected.append(Problem("ts", self._early(e, st), e.line))
+                    out.rejected.append(Problem("ts", _early(e.key, st.started, st.explicit), e.line))
                     continue
                 if not st.explicit and e.ts - st.last > GAP_SECONDS:
                     st = None  # the visitor's visit has ended
             if st is None:
                 if e.kind != "pageview":
-                    out.rejected.append(self._orphan(e))
+                    out.rejected.append(_orphan(e.key, e.kind, e.line))
                     continue
                 visit = Visit([], *_dims_of(e))  # Visit's fields after pages: VISIT_DIMENSIONS
                 st = opens[e.key] = Open(visit, e.ts, e.ts, e.key.startswith("v:"))
@@ -124,14 +124,6 @@ class Stitcher:
             (st.visit.conversions if e.kind == "conversion" else st.visit.microconversions).append(c)
         if e.ts > st.last:
             st.last = e.ts
-
-    @staticmethod
-    def _early(e: Event, st: Open) -> str:
-        return _early(e.key, st.started, st.explicit)
-
-    @staticmethod
-    def _orphan(e: Event) -> Problem:
-        return _orphan(e.key, e.kind, e.line)
 
 
 def _early(key: str, started: float, explicit: bool) -> str:
