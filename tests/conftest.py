@@ -19,6 +19,7 @@ from sealexports.storage import accounts
 from sealexports.storage.database import connect, transaction
 from sealexports.storage.visits import Visit, insert_visits
 from tests.apps import ApiFactory, Template
+from tests.model import Model
 
 # A small demo site whose range crosses the spring DST change in Europe/Madrid (2025-03-30).
 DEMO_END = date(2025, 4, 5)
@@ -120,6 +121,11 @@ def captured() -> Iterator[io.StringIO]:
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
     logging.getLogger("huey").setLevel(saved[2])
+
+
+@pytest.fixture(scope="session")
+def model(demo_db: DemoDB) -> Model:
+    return Model(demo_db.visits, demo_db.site.timezone)
 
 
 def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
