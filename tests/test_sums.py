@@ -1,6 +1,7 @@
 """Aggregates that read the events are summed by two threads (`exports.sums`): the same rows as
 one query, in one snapshot, under the request's deadline. The rows themselves are checked
-against the model in test_exports and test_export_filters (their demo database is a file, so they go through here)."""
+against the model in test_exports and test_export_filters (their demo database is a file, so
+they go through here)."""
 
 from __future__ import annotations
 
