@@ -4,6 +4,7 @@ a `TestClient` whose lifespan runs the real huey consumer, and small wrappers fo
 from __future__ import annotations
 
 import builtins
+import logging
 import shutil
 import sqlite3
 import time
@@ -25,6 +26,17 @@ from sealexports.storage.database import connect
 
 BASE = "http://testserver.local"
 API = "/api/v1/exports"
+JOB_FIELDS = {
+    "id", "job_id", "site_id", "export_type", "format", "compression", "date_from", "date_to", "filters",
+    "status", "estimated_rows", "actual_rows", "file_size_bytes", "file_size_human", "progress_percent",
+    "download_url", "download_expires_at", "started_at", "completed_at", "created_at", "error_message",
+}  # fmt: skip
+ESTIMATE_FIELDS = {
+    "estimated_rows", "estimated_size_bytes", "estimated_size_human", "recommended_format",
+    "will_use_background_job", "estimated_duration_seconds", "warnings",
+}  # fmt: skip
+# A template site has 1,319 page rows: over the low limits the tests set, and with a thousands separator.
+BIG_EXPORT = "pages"
 TERMINAL = ("completed", "failed", "expired")
 RUNNING = ("pending", "estimating", "generating")
 POLL_SECONDS = 0.01
@@ -235,3 +247,29 @@ class ApiFactory:
             key = create_key(conn, account=site.account.name)
         api.other[site_id] = key
         return key
+
+
+class _ErrorLog(logging.Handler):
+    """Collects error records from every thread (request handlers and huey workers alike)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def apps_logging_no_errors(tmp_path: Path) -> Iterator[ApiFactory]:
+    """An ApiFactory whose apps, once they have stopped, must have logged no error (a 500, or a
+    background export that failed: its traceback goes to the log, not to a body)."""
+    errors = _ErrorLog()
+    logger = logging.getLogger("sealexports")
+    logger.addHandler(errors)
+    try:
+        with ExitStack() as stack:
+            yield ApiFactory(tmp_path, stack)
+    finally:
+        logger.removeHandler(errors)
+    assert not errors.records, [f"{r.name}: {r.getMessage()} {r.exc_text or ''}" for r in errors.records]
