@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,9 @@ from tests.reliability import (
 SEED = 20250405
 KILLS = 12
 KILL_DELAY = (0.05, 2.0)  # seconds after /healthz answers
+# Every other kill waits for an export to be running, then this much more: exports got fast
+# enough that random moments alone could all fall between them.
+MID_EXPORT_DELAY = (0.0, 0.05)
 # A short lease: after a SIGKILL, the next server takes the dead one's jobs over this soon.
 ENV = {"SEALEXPORTS_SYNC_ROW_LIMIT": "100", "SEALEXPORTS_WORKERS": "2", "SEALEXPORTS_JOB_LEASE_SECONDS": "2"}
 SLOW = {"advanced_filters": "path:not_regex:^/nowhere/"}  # SQLite calls Python's re on every row
@@ -72,6 +76,19 @@ def check_completed_files(db: Path, exports: Path, expected: Expected, checked: 
     return n
 
 
+def kill_later(process: subprocess.Popen[bytes], db: Path, delay: float, mid_export: bool) -> None:
+    """SIGKILL `delay` seconds from now or, if `mid_export`, from when a job is seen running (or
+    from 10 s, if none runs by then)."""
+    if mid_export:
+        until = time.monotonic() + 10
+        while time.monotonic() < until and not any(
+            j.status in ("estimating", "generating") for j in all_jobs(db)
+        ):
+            time.sleep(0.005)
+    time.sleep(delay)
+    process.kill()
+
+
 def test_sigkill_at_random_moments_loses_and_half_serves_nothing(
     template: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -84,10 +101,11 @@ def test_sigkill_at_random_moments_loses_and_half_serves_nothing(
     checked: set[str] = set()
     downloaded: set[str] = set()
 
-    for _ in range(KILLS):
+    for round_ in range(KILLS):
         server = live.start(db, tmp_path, env=ENV)
-        delay = rng.uniform(*KILL_DELAY)
-        timer = threading.Timer(delay, server.process.kill)
+        mid_export = round_ % 2 == 1
+        delay = rng.uniform(*(MID_EXPORT_DELAY if mid_export else KILL_DELAY))
+        timer = threading.Thread(target=kill_later, args=(server.process, db, delay, mid_export))
         timer.start()
         try:
             active = sum(j.status in ("pending", "estimating", "generating") for j in all_jobs(db))
