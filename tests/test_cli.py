@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from sealexports import __version__
 from sealexports.cli import COMMAND_MODULES, cli
-from sealexports.errors import Unauthorized
+from sealexports.errors import InvalidRequest, Unauthorized
 from sealexports.exports.types import EXPORT_TYPES
 from sealexports.storage import accounts
 from sealexports.storage.database import connect
@@ -609,9 +610,9 @@ def test_an_import_starts_without_the_job_runner_or_the_user_agent_rules() -> No
 def test_a_raw_export_in_two_processes_is_the_same_bytes(
     seeded: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export_type: str, fmt: str
 ) -> None:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
-    from sealexports.exports import split
+    from sealexports.exports import raw, split
     from sealexports.exports.request import build_request
     from sealexports.storage.database import transaction
     from sealexports.storage.visits import Conversion, PageView, Visit, insert_visits
@@ -637,10 +638,21 @@ def test_a_raw_export_in_two_processes_is_the_same_bytes(
         )
     req = build_request("demo", export_type, fmt, "2025-03-27", "2025-03-31")
     monkeypatch.setattr(split, "MIN_ROWS", 0)
+    monkeypatch.setattr(raw, "CHUNK_ROWS", 4)  # pages of runs of days and of parts of a day, in both
     from sealexports.cli import data
 
     monkeypatch.setattr(data, "_idle_core", lambda cores: True)  # as on a quiet machine
-    assert split.halves(conn, req) is not None
+    parts = split.halves(conn, req)
+    assert parts is not None
+    first, later = parts
+    assert (first.date_from, later.date_to) == (req.date_from, req.date_to)
+    assert later.date_from - first.date_to == timedelta(days=1)
+    counts = raw.day_counts(conn, req)
+    rows = [
+        sum(n for d, n in counts.items() if p.date_from.isoformat() <= d <= p.date_to.isoformat())
+        for p in parts
+    ]
+    assert abs(rows[0] - rows[1]) <= max(counts.values())  # the nearest cut between days
     conn.close()
     whole = run(db, "export", "--site", "demo", *RANGE, "--type", export_type, "--format", fmt, "-o", "-")
     halves = run(db, "export", "--site", "demo", *RANGE, "--type", export_type, "--format", fmt, "-o", "x")
@@ -650,18 +662,74 @@ def test_a_raw_export_in_two_processes_is_the_same_bytes(
     assert listing(out) == ["x"]  # the second process's part is gone
 
 
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (RuntimeError("boom"), "the second export process failed: RuntimeError: boom"),
+        (InvalidRequest("the part's own bad input"), "the part's own bad input"),
+        (SystemExit(3), "the second export process failed: SystemExit: 3"),
+    ],
+)
 def test_a_failed_second_process_is_one_error_line_and_no_file(
+    seeded: Path, out: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException, message: str
+) -> None:
+    from sealexports.cli import data
+    from sealexports.exports import split
+
+    def fail(*args: object) -> int:
+        raise failure
+
+    monkeypatch.setattr(split, "MIN_ROWS", 0)
+    monkeypatch.setattr(data, "_idle_core", lambda cores: True)
+    monkeypatch.setattr(split, "write_part", fail)  # in the forked process
+    result = run(seeded, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "x", "--silent")
+    assert assert_cli_error(result, message)
+    assert listing(out) == []
+
+
+def test_a_write_between_the_two_starts_leaves_the_export_to_one_process(
+    seeded: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second process commits a write just before it begins reading: the two would not see
+    the same rows, so the first writes the whole export (the second's part would fail here)."""
+    from sealexports.cli import data
+    from sealexports.exports import split
+    from sealexports.storage.database import begin_reading
+
+    db = tmp_path / "racing.db"
+    with (
+        contextlib.closing(sqlite3.connect(seeded)) as source,
+        contextlib.closing(sqlite3.connect(db)) as copy,
+    ):
+        source.backup(copy)
+
+    def write_then_begin(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta VALUES ('race', '')")
+        begin_reading(conn)
+
+    def fail(*args: object) -> int:
+        raise RuntimeError("the second part was used")
+
+    whole = run(db, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "-")
+    monkeypatch.setattr(split, "MIN_ROWS", 0)
+    monkeypatch.setattr(data, "_idle_core", lambda cores: True)
+    monkeypatch.setattr(split, "begin_reading", write_then_begin)
+    monkeypatch.setattr(split, "write_part", fail)
+    result = run(db, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "x", "--silent")
+    assert result.exit_code == 0, result.output
+    assert (out / "x").read_bytes() == whole.stdout_bytes
+    assert listing(out) == ["x"]
+
+
+def test_a_second_process_killed_is_one_error_line_and_no_file(
     seeded: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sys
-
     from sealexports.cli import data
     from sealexports.exports import split
 
     monkeypatch.setattr(split, "MIN_ROWS", 0)
-    monkeypatch.setattr(
-        data, "_second_process", lambda state: [sys.executable, "-c", "import sys; sys.exit('boom')"]
-    )
+    monkeypatch.setattr(data, "_idle_core", lambda cores: True)
+    monkeypatch.setattr(split, "write_part", lambda *args: os.kill(os.getpid(), signal.SIGKILL))
     result = run(seeded, "export", "--site", "demo", *RANGE, "--type", "conversions", "-o", "x", "--silent")
-    assert assert_cli_error(result, "the second export process failed: boom")
+    assert assert_cli_error(result, "the second export process ended unexpectedly")
     assert listing(out) == []

@@ -103,7 +103,7 @@ def silent_option(f: F) -> F:
 
 # Each top-level command's module in sealexports.cli.
 COMMAND_MODULES = {
-    "accounts": "sites", "backup": "maintenance", "export": "data", "export-part": "data",
+    "accounts": "sites", "backup": "maintenance", "export": "data",
     "import": "data", "keys": "sites", "migrate": "maintenance", "schedules": "schedules",
     "seed": "data", "serve": "service", "sites": "sites", "webhooks": "webhooks", "worker": "service",
 }  # fmt: skip

@@ -15,7 +15,7 @@ import click
 
 from sealexports.cli import State, cli, pass_state, progress_bar, silent_option
 from sealexports.errors import InvalidEvents, SealExportsError
-from sealexports.exports import engine, formats, manifest, split, values
+from sealexports.exports import engine, formats, manifest, values
 from sealexports.exports.formats import COMPRESSIONS, FORMATS
 from sealexports.exports.request import build_request, parse_date
 from sealexports.exports.types import EXPORT_TYPES
@@ -324,7 +324,7 @@ def export(
                 dest,
                 progress=advance,
                 mode=0o666 & ~_umask(),
-                second_process=_second_process(state),
+                second_core=_second_core(),
                 digest=bool(manifest_file),
             )
     except BrokenPipeError:  # a FIFO whose reader closed it
@@ -369,15 +369,12 @@ def _warn(notes: list[str]) -> None:
         click.echo(f"Warning: {note}", err=True)
 
 
-def _second_process(state: State) -> list[str] | None:
-    """This program's `export-part`, for a big raw export's later part on a second core; None
-    when no core is idle (then a second process only adds its start-up: measured 1.15x the
-    time of one process on a machine with a load average of 7.6 on 2 cores)."""
+def _second_core() -> bool:
+    """Whether a big raw export's later part may go to a second process: a core is idle (when
+    none is, a second process only adds its start: measured 1.15x the time of one process on a
+    machine with a load average of 7.6 on 2 cores)."""
     cores = os.cpu_count() or 1
-    if cores < 2 or not _idle_core(cores):
-        return None
-    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "sealexports"]
-    return [*program, "--db", str(state.settings.database), "export-part"]
+    return cores >= 2 and _idle_core(cores)
 
 
 def _idle_core(cores: int) -> bool:
@@ -389,21 +386,6 @@ def _idle_core(cores: int) -> bool:
     except (OSError, ValueError, IndexError):
         return os.getloadavg()[0] <= cores - 1
     return running <= cores - 1
-
-
-@cli.command("export-part", hidden=True)
-@click.argument("spec")
-@click.argument("dest", type=click.Path(dir_okay=False))
-@pass_state
-def export_part(state: State, spec: str, dest: str) -> None:
-    """Write one part of a raw export's rows to DEST and print how many (`export` runs this in
-    a second process for the later half of a big export).
-
-    \b
-    Example:
-        sealexports export-part '{"site": "demo", "type": "conversions", ...}' part.csv
-    """
-    click.echo(split.write_part(state.conn, split.part_request(spec), Path(dest)))
 
 
 def _destination(output: str | None, file_name: str) -> Path:

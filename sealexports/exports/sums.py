@@ -21,7 +21,7 @@ from sealexports.exports.filters import slow_regex_is_bad_input
 from sealexports.exports.queries import Query, given_sums, reads_events, regex_per_value, sums_query
 from sealexports.exports.request import ExportRequest
 from sealexports.storage import deadline as deadlines
-from sealexports.storage.database import connect, data_version, database_file
+from sealexports.storage.database import begin_reading, connect, database_file, same_snapshot
 
 # Day ranges a request is cut into: small enough that the two threads end within a range of
 # each other, few enough that a ten-year range pays little per range (four queries each).
@@ -54,18 +54,11 @@ def summed(conn: sqlite3.Connection, req: ExportRequest) -> Query | None:
 
 
 def _same_snapshot(conn: sqlite3.Connection, helper: sqlite3.Connection) -> bool:
-    """Begin a read transaction on both that sees the same rows. `PRAGMA data_version` changes
-    on `conn` only if another connection committed since its last read: if it did not between
-    the read before `helper` began and the one that begins `conn`'s, both see the same state."""
+    """Begin a read transaction on both that sees the same rows (`database.same_snapshot`)."""
     for _ in range(_TRIES):
-        before = data_version(conn)
-        helper.execute("BEGIN")
-        helper.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-        conn.execute("BEGIN")
-        if data_version(conn) == before:
+        if same_snapshot(conn, lambda: begin_reading(helper)):
             return True
         helper.commit()
-        conn.commit()
     return False
 
 

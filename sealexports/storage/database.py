@@ -6,7 +6,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -81,6 +81,27 @@ def data_version(conn: sqlite3.Connection) -> int:
     """`PRAGMA data_version`: it changes on `conn` only when another connection has committed
     since `conn`'s last read (its own commits leave it alone)."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def begin_reading(conn: sqlite3.Connection) -> None:
+    """BEGIN, and read: a transaction's snapshot is taken at its first read."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+
+
+def same_snapshot(conn: sqlite3.Connection, begin_other: Callable[[], object]) -> bool:
+    """Begin a read transaction on `conn` that sees the same rows as the one `begin_other`
+    begins on another connection; False (and `conn` left outside a transaction) if another
+    connection committed in between. `PRAGMA data_version` changes on `conn` only if another
+    connection committed since its last read: if it did not between the read before the other
+    began and the one that begins `conn`'s, both see the same state."""
+    before = data_version(conn)
+    begin_other()
+    conn.execute("BEGIN")
+    if data_version(conn) == before:
+        return True
+    conn.commit()
+    return False
 
 
 @contextmanager
