@@ -164,7 +164,10 @@ def test_the_files_make_many_windows_and_visits_across_them(single: Path) -> Non
 
 
 def test_one_process_writes_what_it_wrote_before(single: Path) -> None:
-    assert digest(dump(single)) == BEFORE
+    tables = dump(single)
+    # day_rows.odd came later (m016; checked in test_raw_pages.py): the rest is unchanged.
+    tables["day_rows"] = sorted((row[:4] for row in tables["day_rows"]), key=repr)
+    assert digest(tables) == BEFORE
 
 
 def test_two_processes_write_every_table_as_one_does(

@@ -102,12 +102,15 @@ def event_row_query(req: ExportRequest) -> str:
 @dataclass(frozen=True)
 class Page:
     """Raw events of the days `first` to `last` (ISO dates), or of one day (first == last) after
-    the event (ts, id) `after` and up to the event `upto` (None: from the start, to the end)."""
+    the event (ts, id) `after` and up to the event `upto` (None: from the start, to the end).
+    `plain`: the day catalog says no value before the last CSV column needs quoting or a
+    formula guard (`day_rows.odd`)."""
 
     first: str
     last: str
     after: tuple[str, int] | None = None
     upto: tuple[str, int] | None = None
+    plain: bool = False
 
 
 def _page_range(req: ExportRequest, page: Page) -> Query:
@@ -126,7 +129,8 @@ def _page_range(req: ExportRequest, page: Page) -> Query:
 
 def event_page_query(req: ExportRequest, page: Page) -> Query:
     """One page of raw events formatted by SQLite as one UTF-8 blob: (CSV lines or JSON objects,
-    the CSV heads joined by NULs, which no stored text holds, or NULL; how many events).
+    the CSV heads joined by NULs, which no stored text holds, or NULL (JSON, a plain page); how
+    many events).
 
     CSV lines end in CRLF; JSON objects each come after ',\\n'. A CSV head is every field before
     the last, each followed by ',' and not quoted (the caller checks the page's heads at once for
@@ -142,10 +146,8 @@ def event_page_query(req: ExportRequest, page: Page) -> Query:
         select = "CAST(',\n' || group_concat(o, ',\n') AS BLOB), NULL, count(*)"
         return f"SELECT {select} FROM (SELECT {_json_object(req)} AS o {rows})", params
     head, tail = _csv_head_tail(req)
-    select = (
-        "CAST(group_concat(h || t || char(13, 10), '') AS BLOB), "
-        "CAST(group_concat(h, char(0)) AS BLOB), count(*)"
-    )
+    heads = "NULL" if page.plain else "CAST(group_concat(h, char(0)) AS BLOB)"
+    select = f"CAST(group_concat(h || t || char(13, 10), '') AS BLOB), {heads}, count(*)"
     return f"SELECT {select} FROM (SELECT {head} AS h, {tail} AS t {rows})", params
 
 

@@ -49,7 +49,7 @@ def body(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[tuple[bytes, 
             data, heads, n = conn.execute(sql, params).fetchone()
             if not n:
                 continue
-            if req.format == "json" or _plain_heads(req, heads, n):
+            if req.format == "json" or page.plain or _plain_heads(req, heads, n):
                 yield data, n
             else:
                 yield b"".join(_csv_lines(conn, req, page)), n
@@ -77,25 +77,33 @@ def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
     """The export's range in order, as runs of whole days of at most CHUNK_ROWS events (the day
     catalog's counts) and, for a day with more, parts of it of CHUNK_ROWS events each (their
     bounds found on the (site_id, day, ts) index). The pages cover every day of the range, so
-    a catalog that is behind only changes a page's size."""
-    counts = day_counts(conn, req)
+    a catalog that is behind only changes a page's size. A page is plain if the catalog knows
+    each of its days and counts no odd event in any; a day it does not know is not plain."""
+    catalog = {
+        day: (n, odd)
+        for day, n, odd in conn.execute(
+            "SELECT day, rows, odd FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?",
+            [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
+        )
+    }
     first: str | None = None
     last = ""
     rows = 0
+    plain = True
     for offset in range(req.days):
         day = (req.date_from + timedelta(days=offset)).isoformat()
-        n = counts.get(day, 0)
+        n, odd = catalog.get(day, (0, 1))
         if first is not None and (rows + n > CHUNK_ROWS or n > CHUNK_ROWS):
-            yield Page(first, last)
-            first, rows = None, 0
+            yield Page(first, last, plain=plain)
+            first, rows, plain = None, 0, True
         if n > CHUNK_ROWS:
-            yield from _day_parts(conn, req, day)
+            yield from _day_parts(conn, req, day, plain=not odd)
             continue
         if first is None:
             first = day
-        last, rows = day, rows + n
+        last, rows, plain = day, rows + n, plain and not odd
     if first is not None:
-        yield Page(first, last)
+        yield Page(first, last, plain=plain)
 
 
 def day_counts(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, int]:
@@ -108,7 +116,7 @@ def day_counts(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, int]:
     return dict(rows.fetchall())
 
 
-def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str) -> Iterator[Page]:
+def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str, *, plain: bool) -> Iterator[Page]:
     after: tuple[str, int] | None = None
     while True:
         bound = "" if after is None else " AND (ts, id) > (?, ?)"
@@ -118,7 +126,7 @@ def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str) -> Iterat
             [req.site_id, day, *(after or ()), CHUNK_ROWS - 1],
         ).fetchone()
         upto = None if row is None else (row[0], row[1])
-        yield Page(day, day, after, upto)
+        yield Page(day, day, after, upto, plain)
         if upto is None:
             return
         after = upto

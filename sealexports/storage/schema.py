@@ -643,3 +643,28 @@ def m015_no_nul(db: sqlite_utils.Database) -> None:
         db.execute(f"DELETE FROM {table} WHERE {has_nul(keys)}")
     group = "content_grouping"
     db.execute(f"UPDATE pages SET {group} = without_nul({group}) WHERE {has_nul([group])}")
+
+
+# An event's values before the last CSV column, besides its date and time (always plain).
+CSV_HEAD_FIELDS = ("conversion_type", "path", "landing_page", *VISIT_FIELDS, "content_grouping")
+ODD_STARTS = ("=", "+", "-", "@", "\t")  # the CSV formula guard's, CR aside (quoted anyway)
+
+
+@migrations()
+def m016_odd_rows(db: sqlite_utils.Database) -> None:
+    """`day_rows.odd`: how many of a day's events have a value before the last CSV column that a
+    CSV line must quote (a comma, a quote, CR or LF) or may guard (it starts with = + - @ or
+    tab; a negative amount). A raw CSV export takes the lines of the days without one as
+    SQLite prints them, and checks the others (exports/raw.py)."""
+    db.execute("ALTER TABLE day_rows ADD COLUMN odd INTEGER NOT NULL DEFAULT 0")
+    starts = ", ".join("char(9)" if s == "\t" else f"'{s}'" for s in ODD_STARTS)
+    odd = " OR ".join(
+        f"instr({f}, ',') OR instr({f}, '\"') OR instr({f}, char(10)) OR instr({f}, char(13)) "
+        f"OR substr({f}, 1, 1) IN ({starts})"
+        for f in CSV_HEAD_FIELDS
+    )
+    for kind, extra in (("conversions", " OR amount_cents < 0"), ("microconversions", "")):
+        db.execute(
+            f"UPDATE day_rows SET odd = (SELECT COUNT(*) FROM {kind} e WHERE e.site_id = day_rows.site_id "
+            f"AND e.day = day_rows.day AND ({odd}{extra})) WHERE kind = '{kind}'"
+        )

@@ -6,6 +6,7 @@ Each event gets the local day of the site's time zone, and a copy of its visit's
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -17,7 +18,13 @@ from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sealexports.storage.accounts import Site
-from sealexports.storage.schema import GROUP_FIELDS, GROUPED_VISIT_DIMENSIONS, ROLLUP_DIMENSIONS, VISIT_FIELDS
+from sealexports.storage.schema import (
+    GROUP_FIELDS,
+    GROUPED_VISIT_DIMENSIONS,
+    ODD_STARTS,
+    ROLLUP_DIMENSIONS,
+    VISIT_FIELDS,
+)
 from sealexports.storage.timestamps import iso
 
 VISIT_DIMENSIONS = ("referrer", *VISIT_FIELDS)
@@ -102,9 +109,19 @@ _dims_of = attrgetter(*VISIT_DIMENSIONS)
 _grouped_of = attrgetter(*GROUPED_VISIT_DIMENSIONS)
 _INSERT_KEY = "INSERT OR IGNORE INTO day_keys (site_id, dimension, day, value) VALUES (?, ?, ?, ?)"
 _ADD_ROWS = (
-    "INSERT INTO day_rows (site_id, kind, day, rows) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows"
+    "INSERT INTO day_rows (site_id, kind, day, rows, odd) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (site_id, kind, day) DO UPDATE SET rows = rows + excluded.rows, odd = odd + excluded.odd"
 )
+_fields_of = attrgetter(*VISIT_FIELDS)
+# A value a CSV line quotes, or one that starts with a formula sign (values joined by NULs,
+# which stored text never holds): see schema.m016_odd_rows.
+_ODD = re.compile(f'[,"\r\n]|(?:^|\0)[{re.escape("".join(ODD_STARTS))}]')
+
+
+def _odd(*values: str | None) -> bool:
+    return _ODD.search("\0".join(filter(None, values))) is not None
+
+
 _ADD_PAGE_VIEWS = "UPDATE visits SET page_views = page_views + ? WHERE id = ?"
 _ADD_VISIT_DAYS = (
     "INSERT INTO visit_days (site_id, day, visit_id, page_views) VALUES (?, ?, ?, ?) "
@@ -133,6 +150,10 @@ _ENTRANCES, _ENGAGED, _PAGE_VIEWS, _MICRO, _CONVERSIONS, _REVENUE = range(6)
 
 def _six() -> list[int]:
     return [0, 0, 0, 0, 0, 0]
+
+
+def _two() -> list[int]:
+    return [0, 0]
 
 
 Sums = list[int]  # entrances, engaged, page views, microconversions, conversions, revenue (cents)
@@ -279,7 +300,7 @@ class RowBuilder:
         rows_m: list[tuple[object, ...]] = []
         pages: dict[str, list[str | None]] = {}
         keys: set[tuple[str, str, str]] = set()  # (dimension, day, value) for the estimate catalog
-        day_rows: Counter[tuple[str, str]] = Counter()
+        day_rows: dict[tuple[str, str], list[int]] = defaultdict(_two)  # (kind, day): events, odd ones
         visit_days: Counter[tuple[str, int]] = Counter()  # page views off their visit's first day
         added: list[tuple[int, int]] = []  # (page views, id) of continued visits
         metrics: Metrics = {}  # by visit dimension (their keys never name "path")
@@ -339,9 +360,14 @@ class RowBuilder:
                     visit_days[(day, vid)] += 1
                 per_day[day][_PAGE_VIEWS] += 1
                 paths[("path", day, pv.path)][_PAGE_VIEWS] += 1
+            visit_odd = _odd(landing.path, *_fields_of(visit))
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
-                day_rows[("conversions", day)] += 1
+                counted = day_rows[("conversions", day)]
+                counted[0] += 1
+                counted[1] += (
+                    visit_odd or c.amount_cents < 0 or _odd(c.conversion_type, c.path, c.content_grouping)
+                )
                 sums = per_day[day]
                 sums[_CONVERSIONS] += 1
                 sums[_REVENUE] += c.amount_cents
@@ -352,7 +378,9 @@ class RowBuilder:
                 )  # fmt: skip
             for m in visit.microconversions:
                 ts, day = _stamp(m.ts, tz)
-                day_rows[("microconversions", day)] += 1
+                counted = day_rows[("microconversions", day)]
+                counted[0] += 1
+                counted[1] += visit_odd or _odd(m.conversion_type, m.path, m.content_grouping)
                 per_day[day][_MICRO] += 1
                 rows_m.append(
                     (site_id, day, ts, vid, m.conversion_type, m.path,
@@ -369,7 +397,7 @@ class RowBuilder:
             rows_v, added, rows_p, rows_c, rows_m,
             [(site_id, path, *info) for path, info in pages.items()],
             [(site_id, *key) for key in keys],
-            [(site_id, kind, day, n) for (kind, day), n in day_rows.items()],
+            [(site_id, kind, day, *n) for (kind, day), n in day_rows.items()],
             [(site_id, *key, n) for key, n in visit_days.items()],
             [(site_id, day, *g, *sums) for (day, g), sums in groups.items()],
             [(site_id, *key, *sums) for key, sums in metrics.items()],
