@@ -141,7 +141,7 @@ ODD = [
     ("landing", "/line\nbreak"),
     ("conversion_type", "@sum"),
     ("content_grouping", 'say "hi"'),
-    ("amount", -250),
+    ("amount", "-250"),
     ("country", "\tES"),
     ("path", "/a\rb"),
 ]
@@ -155,16 +155,20 @@ def _mostly_plain(n: int) -> list[Visit]:
     for i in range(n):
         ts = start + timedelta(minutes=i * 71)
         field, value = ODD[(i // 23) % len(ODD)] if i % 23 == 0 else ("", "")
-        events = {k: value for k in ("conversion_type", "path", "content_grouping") if k == field}
-        conversion = Conversion(ts, **{"conversion_type": "purchase", "path": "/buy", **events})
-        conversion.amount_cents = value if field == "amount" else 1999  # type: ignore[assignment]
+        conversion = Conversion(
+            ts,
+            value if field == "conversion_type" else "purchase",
+            value if field == "path" else "/buy",
+            value if field == "content_grouping" else None,
+            int(value) if field == "amount" else 1999,
+        )
         visits.append(
             Visit(
-                pages=[PageView(ts, str(value) if field == "landing" else "/home")],
+                pages=[PageView(ts, value if field == "landing" else "/home")],
                 utm_source="news",
-                utm_term=str(value) if field == "utm_term" else None,
-                country=str(value) if field == "country" else "ES",
-                browser=str(value) if field == "browser" else "Firefox",
+                utm_term=value if field == "utm_term" else None,
+                country=value if field == "country" else "ES",
+                browser=value if field == "browser" else "Firefox",
                 conversions=[conversion],
                 microconversions=[Conversion(ts, "step", "/s", None, 0, '{"k": "a,b"}'), conversion],
             )
