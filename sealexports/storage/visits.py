@@ -360,7 +360,8 @@ class RowBuilder:
                     visit_days[(day, vid)] += 1
                 per_day[day][_PAGE_VIEWS] += 1
                 paths[("path", day, pv.path)][_PAGE_VIEWS] += 1
-            visit_odd = _odd(landing.path, *_fields_of(visit))
+            events = visit.conversions or visit.microconversions
+            visit_odd = bool(events) and _odd(landing.path, *_fields_of(visit))
             for c in visit.conversions:
                 ts, day = _stamp(c.ts, tz)
                 counted = day_rows[("conversions", day)]
