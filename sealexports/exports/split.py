@@ -86,6 +86,7 @@ def _split(
         if same_snapshot(conn, start):
             yield from raw.assemble(req, chain(raw.body(conn, first), _later(pipe, name)))
         else:  # a write landed between the two starts
+            process.kill()
             yield from raw.pieces(conn, req)
     finally:
         if process.is_alive():
