@@ -10,7 +10,6 @@ starts, this process writes the whole export alone.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -20,14 +19,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from itertools import chain
-from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sealexports.errors import SealExportsError
 from sealexports.exports import raw
 from sealexports.exports.filters import slow_regex_is_bad_input
 from sealexports.exports.request import ExportRequest
 from sealexports.storage.database import begin_reading, connect, database_file, same_snapshot
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 MIN_ROWS = 100_000  # below this, a second process costs more than it saves
 READ_BYTES = 1 << 20
@@ -73,6 +75,8 @@ def _split(
     first, later = parts
     fd, name = tempfile.mkstemp(dir=folder, prefix=".sealexports-part.", suffix=".tmp")
     os.close(fd)
+    import multiprocessing  # 19 ms of imports, paid only by an export that splits
+
     ctx = multiprocessing.get_context("fork")  # no re-import; the child never uses `conn`
     pipe, theirs = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_write_later, args=(theirs, path, later, name), daemon=True)
