@@ -80,13 +80,7 @@ def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
     bounds found on the (site_id, day, ts) index). The pages cover every day of the range, so
     a catalog that is behind only changes a page's size. A page is plain if the catalog knows
     each of its days and counts no odd event in any; a day it does not know is not plain."""
-    catalog = {
-        day: (n, odd)
-        for day, n, odd in conn.execute(
-            "SELECT day, rows, odd FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ?",
-            [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
-        )
-    }
+    catalog = day_catalog(conn, req)
     first: str | None = None
     last = ""
     rows = 0
@@ -107,14 +101,20 @@ def pages(conn: sqlite3.Connection, req: ExportRequest) -> Iterator[Page]:
         yield Page(first, last, plain=plain)
 
 
-def day_counts(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, int]:
-    """The day catalog's events of the export's type per day of its range (before filters), in
-    day order; days without events are missing."""
+def day_catalog(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, tuple[int, int]]:
+    """The day catalog's (events, odd events) of the export's type per day of its range (before
+    filters), in day order; days without events are missing."""
     rows = conn.execute(
-        "SELECT day, rows FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ? ORDER BY day",
+        "SELECT day, rows, odd FROM day_rows WHERE site_id = ? AND kind = ? AND day BETWEEN ? AND ? "
+        "ORDER BY day",
         [req.site_id, req.type.key, req.date_from.isoformat(), req.date_to.isoformat()],
     )
-    return dict(rows.fetchall())
+    return {day: (n, odd) for day, n, odd in rows}
+
+
+def day_counts(conn: sqlite3.Connection, req: ExportRequest) -> dict[str, int]:
+    """`day_catalog`'s events alone."""
+    return {day: n for day, (n, _) in day_catalog(conn, req).items()}
 
 
 def _day_parts(conn: sqlite3.Connection, req: ExportRequest, day: str, *, plain: bool) -> Iterator[Page]:
